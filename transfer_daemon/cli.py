@@ -1,0 +1,153 @@
+"""Click commands: parse, call, print — no logic of their own.
+
+Exit status: 0 success, 2 bad usage or invalid config (the key is named), 1 runtime failure.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+
+import click
+
+from transfer_daemon.config import Config, ConfigError, load_config
+from transfer_daemon.errors import TransferDaemonError
+
+CONFIG_OPTION = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+    help="Config file (default: $TRANSFERS_CONFIG, then ./etc/transfer-daemon.toml).",
+)
+
+
+def _load(config_path: str | None) -> Config:
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"transfer-daemon: {exc}", err=True)
+        sys.exit(2)
+
+
+def _reports_errors(command: Callable) -> Callable:
+    """Runtime failures become one line on stderr and exit 1 — never a traceback."""
+
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as exc:
+            click.echo(f"transfer-daemon: {exc}", err=True)
+            sys.exit(2)
+        except TransferDaemonError as exc:
+            click.echo(f"transfer-daemon: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def _not_yet(name: str) -> None:
+    click.echo(f"transfer-daemon: {name}: not implemented yet", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="transfer-daemon")
+def main() -> None:
+    """Keep a Postgres copy of ERC-20 transfers and serve it over HTTP."""
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--foreground/--detach", default=True, help="Stay attached (systemd) or daemonize.")
+@_reports_errors
+def start(config_path: str | None, foreground: bool) -> None:
+    """Run the supervisor, one worker per chain and the API."""
+    _load(config_path)
+    _not_yet("start")
+
+
+@main.command()
+@CONFIG_OPTION
+@_reports_errors
+def stop(config_path: str | None) -> None:
+    """Signal a running supervisor (pidfile) to stop gracefully."""
+    _load(config_path)
+    _not_yet("stop")
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_reports_errors
+def status(config_path: str | None, as_json: bool) -> None:
+    """Per-chain table: lag, last success, rows, worker state."""
+    _load(config_path)
+    _not_yet("status")
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("-f", "follow", is_flag=True, help="Keep printing new lines.")
+@click.option("--chain", default=None, help="Only lines of this chain.")
+@click.option("--level", default=None, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False))
+@_reports_errors
+def logs(config_path: str | None, follow: bool, chain: str | None, level: str | None) -> None:
+    """Tail the daemon log."""
+    _load(config_path)
+    _not_yet("logs")
+
+
+@main.command()
+@CONFIG_OPTION
+@_reports_errors
+def migrate(config_path: str | None) -> None:
+    """Create or upgrade the schema and exit."""
+    config = _load(config_path)
+    from transfer_daemon.db.bootstrap import migrate_command
+
+    applied = migrate_command(config)
+    click.echo(f"schema up to date ({applied} migration(s) applied)")
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--chain", required=True, help="Chain name or id.")
+@click.option("--days", type=click.IntRange(min=0), default=None, help="Override backfill_days.")
+@_reports_errors
+def backfill(config_path: str | None, chain: str, days: int | None) -> None:
+    """Backfill one chain in the foreground with a progress bar."""
+    _load(config_path)
+    _not_yet("backfill")
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=8545, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--chains", default="1:etherscan,25:rpc_logs", show_default=True,
+              help="id:kind,… with kind etherscan | etherscan_logs | rpc_logs")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--history-days", type=click.FloatRange(min=0), default=120, show_default=True)
+@click.option("--block-time", type=click.FloatRange(min=0.01), default=12.0, show_default=True)
+@click.option("--transfers-per-block", type=click.FloatRange(min=0), default=2.0, show_default=True)
+@click.option("--rate-limit", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Calls per second per key before the Etherscan rate-limit answer (0 = none).")
+@click.option("--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option("--reorg-every", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--reorg-depth", type=click.IntRange(min=1), default=3, show_default=True)
+@_reports_errors
+def simulate(**options) -> None:
+    """Serve deterministic synthetic chains behind explorer and JSON-RPC APIs on loopback."""
+    _not_yet("simulate")
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="API port.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default="var/demo", show_default=True)
+@_reports_errors
+def demo(port: int, data_dir: str) -> None:
+    """Simulated upstream + embedded Postgres + the whole daemon, zero config."""
+    _not_yet("demo")
+
+
+if __name__ == "__main__":
+    main()

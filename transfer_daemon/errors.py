@@ -1,0 +1,59 @@
+"""Named exceptions carrying context; messages never hold a secret (URLs are redacted)."""
+
+from __future__ import annotations
+
+
+class TransferDaemonError(Exception):
+    """Base class: an error the CLI reports in one line and exits 1 on."""
+
+
+class StoreNotReady(TransferDaemonError):
+    """The database cannot be reached or its schema is not migrated yet."""
+
+
+class UpstreamError(TransferDaemonError):
+    """An upstream call failed after its retries, or cannot be retried."""
+
+    def __init__(self, message: str, *, chain: str = "", url: str = "", attempt: int = 0,
+                 retryable: bool = True) -> None:
+        from transfer_daemon.config import redact_url
+
+        self.chain = chain
+        self.url = redact_url(url)
+        self.attempt = attempt
+        self.retryable = retryable
+        where = f" [{chain}]" if chain else ""
+        super().__init__(f"{message}{where} {self.url} (attempt {attempt})".strip())
+
+
+class RateLimited(UpstreamError):
+    """The upstream said we are calling too fast (HTTP 429 or an explorer rate-limit answer)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **context) -> None:
+        super().__init__(message, **context)
+        self.retry_after = retry_after
+
+
+class InvalidApiKey(UpstreamError):
+    """Never retried: an operator must fix the key (alert-level event)."""
+
+    def __init__(self, message: str, **context) -> None:
+        super().__init__(message, retryable=False, **context)
+
+
+class RangeTooWide(UpstreamError):
+    """A JSON-RPC provider refused an eth_getLogs block range; `suggested` when it offered one."""
+
+    def __init__(self, message: str, *, suggested: tuple[int, int] | None = None,
+                 limit: int | None = None, **context) -> None:
+        super().__init__(message, **context)
+        self.suggested = suggested
+        self.limit = limit
+
+
+class ResultWindowExceeded(UpstreamError):
+    """An explorer refused page x offset > 10,000: narrow the block window instead."""
+
+
+class AlreadyRunning(TransferDaemonError):
+    """A second `start` on a data directory whose supervisor is alive."""
