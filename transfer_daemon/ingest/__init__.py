@@ -1,0 +1,1 @@
+"""Per-chain ingestion: pure planning, jobs, the worker process."""

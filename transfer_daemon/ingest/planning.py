@@ -1,0 +1,227 @@
+"""Pure ingest decisions: sync and backfill windows, reorg ranges, fork points, progress.
+
+Every function is a function of cursors, heads, hashes and `now` handed in (the idea of
+ethereum-etl's `_calculate_target_block`); the jobs do the I/O around them, so tests need
+neither a network nor a clock.
+
+Cursor invariant (model.Cursor): every block in [backfilled_block, synced_block] is stored
+whole. A chain starts *anchored*: synced_block = anchor, backfilled_block = anchor + 1 (an
+empty range); sync grows it upward, backfill downward.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from transfer_daemon.model import Cursor, Transfer
+
+SECONDS_PER_DAY = 86400
+#: Used to place the backfill target until the stored rows give a measured block time.
+DEFAULT_BLOCK_TIME_S = 12.0
+
+TransferKey = tuple[bytes, int, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """An inclusive block range."""
+
+    lo: int
+    hi: int
+
+    @property
+    def size(self) -> int:
+        return self.hi - self.lo + 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReorgPlan:
+    """What to do after a block-hash mismatch: repair from `fork`, or halt when too deep."""
+
+    fork: int
+    depth: int
+    halt: bool
+
+
+def transfer_key(transfer: Transfer) -> TransferKey:
+    """The store's dedup key within a chain."""
+    return (transfer.tx_hash, transfer.log_index, transfer.contract_address)
+
+
+# --- start and sync -----------------------------------------------------------------------
+
+
+def anchor_cursor(chain_id: int, head: int, confirmations: int, start_block: int | None) -> Cursor:
+    """The first cursor of a chain.
+
+    The anchor sits `confirmations` below the head so backfill never writes unsettled blocks;
+    sync covers everything above it. A `start_block` above the anchor wins (nothing to fill).
+    """
+    anchor = max(head - confirmations, -1)
+    if start_block is not None:
+        anchor = max(anchor, start_block - 1)
+    target = start_block
+    done = target is not None and anchor + 1 <= target
+    return Cursor(chain_id, synced_block=anchor, backfilled_block=anchor + 1,
+                  backfill_target_block=target, backfill_done=done)
+
+
+def sync_window(cursor: Cursor, head: int, max_span: int | None = None) -> Window | None:
+    """Blocks the next sync cycle asks for: from just above the cursor up to the head.
+
+    `max_span` bounds block-windowed kinds (rpc_logs: max_pages × log_window_blocks); page-
+    windowed explorers are bounded by `max_calls` instead and pass None.
+    """
+    if cursor.synced_block is None:
+        return None
+    lo = cursor.synced_block + 1
+    hi = head if max_span is None else min(head, lo + max_span - 1)
+    return Window(lo, hi) if lo <= hi else None
+
+
+def stop_at_known(transfers: Sequence[Transfer], known: Collection[TransferKey]) -> int:
+    """Index of the first transfer already stored (len() when none): where a sync window meets
+    what an earlier write covered. Dedup is by key in the store, so this only informs."""
+    for index, transfer in enumerate(transfers):
+        if transfer_key(transfer) in known:
+            return index
+    return len(transfers)
+
+
+# --- reorgs -------------------------------------------------------------------------------
+
+
+def reorg_check_range(cursor: Cursor, confirmations: int) -> Window | None:
+    """The last `confirmations` synced blocks, re-checked by hash every cycle."""
+    if cursor.synced_block is None or confirmations <= 0 or cursor.synced_block < 0:
+        return None
+    return Window(max(0, cursor.synced_block - confirmations + 1), cursor.synced_block)
+
+
+def fork_search_range(cursor: Cursor, max_reorg_depth: int) -> Window:
+    """Where to look for the fork after a mismatch: one block deeper than the allowed depth,
+    so a mismatch there proves the reorg too deep."""
+    synced = cursor.synced_block if cursor.synced_block is not None else 0
+    return Window(max(0, synced - max_reorg_depth), synced)
+
+
+def mismatched_blocks(stored: Mapping[int, bytes], upstream: Mapping[int, bytes]) -> list[int]:
+    """Stored blocks whose hash upstream differs or is gone (a shorter chain), ascending."""
+    return sorted(block for block, digest in stored.items() if upstream.get(block) != digest)
+
+
+def plan_reorg(stored: Mapping[int, bytes], upstream: Mapping[int, bytes], synced_block: int,
+               max_reorg_depth: int) -> ReorgPlan | None:
+    """Fork point and halt decision from stored vs upstream hashes over the fork search range.
+
+    The fork is just above the highest stored block that still matches below the first
+    mismatch. Blocks without stored rows carry no hash; when none below the mismatch is known,
+    the repair starts at the deepest allowed block, which is right for every reorg within the
+    limit. A mismatch deeper than the limit halts: the chain is not repaired by guessing.
+    """
+    mismatched = mismatched_blocks(stored, upstream)
+    if not mismatched:
+        return None
+    first = mismatched[0]
+    deepest_allowed = max(0, synced_block - max_reorg_depth + 1)
+    if first < deepest_allowed:
+        return ReorgPlan(fork=first, depth=synced_block - first + 1, halt=True)
+    matched_below = [block for block in stored if block < first]
+    fork = max(max(matched_below) + 1, deepest_allowed) if matched_below else deepest_allowed
+    return ReorgPlan(fork=fork, depth=synced_block - fork + 1, halt=False)
+
+
+# --- backfill -----------------------------------------------------------------------------
+
+
+def estimate_block_time(newest: tuple[int, int] | None, oldest: tuple[int, int] | None) -> float:
+    """Seconds per block from two (block, unix time) samples; the default when they can't tell."""
+    if newest is None or oldest is None or newest[0] <= oldest[0] or newest[1] <= oldest[1]:
+        return DEFAULT_BLOCK_TIME_S
+    return (newest[1] - oldest[1]) / (newest[0] - oldest[0])
+
+
+def backfill_target(start_block: int | None, backfill_days: int, now: float,
+                    newest: tuple[int, int] | None, oldest: tuple[int, int] | None,
+                    head: int) -> int:
+    """The oldest block backfill must reach: `start_block`, else the block `backfill_days` ago
+    estimated from the newest known (block, time) and the block time measured so far."""
+    if start_block is not None:
+        return start_block
+    block_time = estimate_block_time(newest, oldest)
+    reference_block, reference_time = newest if newest is not None else (head, now)
+    seconds_back = reference_time - (now - backfill_days * SECONDS_PER_DAY)
+    return max(0, reference_block - math.ceil(seconds_back / block_time))
+
+
+def backfill_window(cursor: Cursor, span: int) -> Window | None:
+    """The next window below the oldest block reached, at most `span` blocks, not below the
+    target; None when backfill is done or nothing is anchored yet."""
+    if cursor.backfill_done or cursor.backfilled_block is None:
+        return None
+    hi = cursor.backfilled_block - 1
+    floor = cursor.backfill_target_block if cursor.backfill_target_block is not None else 0
+    if hi < floor:
+        return None
+    return Window(max(floor, hi - span + 1), hi)
+
+
+def backfill_reached(window_lo: int, target: int, oldest_time: int | None, cutoff: float) -> bool:
+    """Done when the window reached the target block, or when rows older than the cutoff time
+    showed up (the time is exact where the block estimate is not)."""
+    return window_lo <= target or (oldest_time is not None and oldest_time < cutoff)
+
+
+def next_span(span: int, rows: int, rows_goal: int, min_span: int, max_span: int) -> int:
+    """Adapt the backfill window to the density seen, so a window holds about `rows_goal`
+    rows: wide over quiet history, narrow over busy history. Grows at most 4× at a time."""
+    if rows <= 0:
+        wanted = span * 4
+    else:
+        wanted = min(span * 4, max(1, int(span * rows_goal / rows)))
+    return max(min_span, min(max_span, wanted))
+
+
+def backfill_share(cursor: Cursor) -> float:
+    """Share of [target, synced] stored so far, 0..1 (block-proportional ≈ time-proportional)."""
+    if cursor.backfill_done:
+        return 1.0
+    if cursor.synced_block is None or cursor.backfilled_block is None:
+        return 0.0
+    target = cursor.backfill_target_block if cursor.backfill_target_block is not None else 0
+    total = cursor.synced_block - target + 1
+    if total <= 0:
+        return 1.0
+    covered = cursor.synced_block - cursor.backfilled_block + 1
+    return max(0.0, min(1.0, covered / total))
+
+
+def backfilled_cursor(cursor: Cursor, window: Window, target: int, done: bool) -> Cursor:
+    """The cursor that commits together with a completed backfill window."""
+    return replace(cursor, backfilled_block=window.lo, backfill_target_block=target, backfill_done=done)
+
+
+# --- verify -------------------------------------------------------------------------------
+
+
+def verify_window(cursor: Cursor, confirmations: int, size: int, now: float) -> Window | None:
+    """A settled window (older than `confirmations`, inside what is stored) to recount.
+
+    Deterministic in the day: successive nights walk the stored range, so over time every part
+    of the history is recounted, and a rerun on the same day checks the same blocks.
+    """
+    if cursor.synced_block is None or cursor.backfilled_block is None:
+        return None
+    hi = cursor.synced_block - confirmations
+    lo = cursor.backfilled_block
+    if hi < lo:
+        return None
+    span = hi - lo + 1
+    if span <= size:
+        return Window(lo, hi)
+    slots = span // size
+    slot = int(now // SECONDS_PER_DAY) % slots
+    top = hi - slot * size
+    return Window(top - size + 1, top)
