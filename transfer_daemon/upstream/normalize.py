@@ -1,0 +1,310 @@
+"""Upstream rows and logs -> `Transfer` | `Quarantined` | skipped. Pure, and fast on the happy path.
+
+Each row first goes through an inlined fast path (length checks + `bytes.fromhex` + `int`, no
+regexes, no per-field calls); any surprise sends it to the slow path, which re-parses it field by
+field with the model's helpers only to name the reason it is quarantined.
+
+Explorer `tokentx` rows carry no log index: a row's `log_index` is its ordinal among the rows of
+the same (transaction hash, contract) in the order given, which callers keep as the upstream's
+ascending order over whole blocks (see `model.Transfer`). Blockscout rows carry `logIndex`; it is
+used when present. Ordinals are counted over every row whose hash and contract parse, quarantined
+or not, so one bad row never shifts the keys of its siblings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from transfer_daemon.model import (
+    TRANSFER_TOPIC,
+    UINT256_MAX,
+    InvalidField,
+    Quarantined,
+    Transfer,
+    address_to_bytes,
+    hash_to_bytes,
+    parse_uint,
+    topic_to_address,
+)
+
+MAX_BLOCK = 2**63 - 1  # Postgres bigint
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second ISO 8601 can print
+_ZERO_PAD = "0" * 24
+
+
+class _Bad(Exception):
+    """Raised inside the fast path; the slow path finds the precise reason."""
+
+
+@dataclass(slots=True)
+class Normalized:
+    """One page's outcome. `skipped_reasons` counts rows that are not ERC-20 transfers, by reason."""
+
+    transfers: list[Transfer] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.skipped_reasons.values())
+
+    def skip(self, reason: str) -> None:
+        self.skipped_reasons[reason] = self.skipped_reasons.get(reason, 0) + 1
+
+    def extend(self, other: Normalized) -> None:
+        self.transfers.extend(other.transfers)
+        self.quarantined.extend(other.quarantined)
+        for reason, count in other.skipped_reasons.items():
+            self.skipped_reasons[reason] = self.skipped_reasons.get(reason, 0) + count
+
+
+def _dec(value: object, maximum: int) -> int:
+    """Strict decimal string -> int (no sign, spaces, underscores or non-ASCII digits)."""
+    if type(value) is not str or not value.isdigit() or not value.isascii() or len(value) > 78:
+        raise _Bad
+    number = int(value)
+    if number > maximum:
+        raise _Bad
+    return number
+
+
+def _optional_dec(value: object) -> int | None:
+    return None if value is None or value == "" else _dec(value, UINT256_MAX)
+
+
+def _method_id(value: object) -> str | None:
+    """Informational only: a malformed methodId becomes None rather than costing the row."""
+    if type(value) is str and len(value) == 10 and value[:2] == "0x":
+        try:
+            bytes.fromhex(value[2:])
+        except ValueError:
+            return None
+        return value.lower()
+    return None
+
+
+def normalize_tokentx(chain_id: int, rows: Iterable[object], contracts: Collection[bytes] | None = None) -> Normalized:
+    """Explorer `account/tokentx` rows (ascending, whole blocks) -> Normalized.
+
+    `contracts`: when given, rows of any other contract are skipped (`other_contract`).
+    """
+    out = Normalized()
+    transfers = out.transfers
+    append = transfers.append
+    fromhex = bytes.fromhex
+    ordinals: dict[tuple[bytes, bytes], int] = {}
+    for row in rows:
+        try:
+            tx_hex = row["hash"]
+            contract_hex = row["contractAddress"]
+            if len(tx_hex) != 66 or len(contract_hex) != 42 or tx_hex[:2] != "0x" or contract_hex[:2] != "0x":
+                raise _Bad
+            tx_hash = fromhex(tx_hex[2:])
+            contract = fromhex(contract_hex[2:])
+            key = (tx_hash, contract)
+            ordinal = ordinals.get(key, 0)
+            ordinals[key] = ordinal + 1
+            if contracts is not None and contract not in contracts:
+                out.skip("other_contract")
+                continue
+            sender = row["from"]
+            receiver = row["to"]
+            if len(sender) != 42 or len(receiver) != 42 or sender[:2] != "0x" or receiver[:2] != "0x":
+                raise _Bad
+            block_hash = row.get("blockHash")
+            if block_hash:
+                if len(block_hash) != 66 or block_hash[:2] != "0x":
+                    raise _Bad
+                block_hash = fromhex(block_hash[2:])
+            else:
+                block_hash = None
+            log_index = row.get("logIndex")
+            append(Transfer(
+                chain_id,
+                _dec(row["blockNumber"], MAX_BLOCK),
+                _dec(row["timeStamp"], MAX_TIMESTAMP),
+                tx_hash,
+                ordinal if log_index is None or log_index == "" else _dec(log_index, MAX_BLOCK),
+                fromhex(sender[2:]),
+                fromhex(receiver[2:]),
+                _dec(row["value"], UINT256_MAX),
+                contract,
+                block_hash,
+                _optional_dec(row.get("gasUsed")),
+                _optional_dec(row.get("gasPrice")),
+                _method_id(row.get("methodId")),
+            ))
+        except (_Bad, KeyError, TypeError, ValueError, AttributeError):
+            out.quarantined.append(Quarantined(chain_id, _tokentx_reason(row), row))
+    return out
+
+
+def _tokentx_reason(row: object) -> str:
+    """Why the fast path refused `row` (field by field, in a fixed order)."""
+    if not isinstance(row, dict):
+        return f"row is {type(row).__name__}, expected an object"
+    try:
+        hash_to_bytes(row.get("hash"), "hash")
+        address_to_bytes(row.get("contractAddress"), "contractAddress")
+        address_to_bytes(row.get("from"), "from")
+        address_to_bytes(row.get("to"), "to")
+        if row.get("blockHash"):
+            hash_to_bytes(row["blockHash"], "blockHash")
+        _strict_uint(row.get("blockNumber"), "blockNumber", MAX_BLOCK)
+        _strict_uint(row.get("timeStamp"), "timeStamp", MAX_TIMESTAMP)
+        _strict_uint(row.get("value"), "value", UINT256_MAX)
+        for name in ("logIndex", "gasUsed", "gasPrice"):
+            if row.get(name) not in (None, ""):
+                _strict_uint(row[name], name, UINT256_MAX if name != "logIndex" else MAX_BLOCK)
+    except InvalidField as exc:
+        return str(exc)
+    return "unexpected row shape"
+
+
+def _strict_uint(value: object, name: str, maximum: int) -> int:
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit():
+        raise InvalidField(name, value, "expected a decimal string")
+    return parse_uint(value, name, maximum)
+
+
+def _hex(value: object, maximum: int) -> int:
+    """Strict 0x-hex quantity -> int; "0x" alone is 0 (Etherscan's getLogs writes logIndex 0 so)."""
+    if type(value) is not str or value[:2] != "0x":
+        raise _Bad
+    digits = value[2:]
+    if not digits:
+        return 0
+    if not digits.isalnum() or not digits.isascii() or len(digits) > 64:
+        raise _Bad
+    number = int(digits, 16)
+    if number > maximum:
+        raise _Bad
+    return number
+
+
+def _topic_address(topic: object) -> bytes:
+    if type(topic) is not str or len(topic) != 66 or topic[:2] != "0x" or topic[2:26] != _ZERO_PAD:
+        raise _Bad
+    return bytes.fromhex(topic[26:])
+
+
+def normalize_logs(chain_id: int, logs: Iterable[object],
+                   blocks: Mapping[int, tuple[bytes, int]] | None = None) -> Normalized:
+    """`eth_getLogs` / explorer `logs/getLogs` entries -> Normalized.
+
+    Timestamp from the log (`timeStamp` on explorers, `blockTimestamp` on newer nodes), else from
+    `blocks` (block number -> (block hash, timestamp)). Removed logs, other events and ERC-721
+    transfers (4 topics) are skipped and counted.
+    """
+    out = Normalized()
+    append = out.transfers.append
+    fromhex = bytes.fromhex
+    for log in logs:
+        try:
+            if log.get("removed") is True:
+                out.skip("removed")
+                continue
+            topics = log["topics"]
+            topic0 = topics[0] if type(topics) is list and topics else None
+            if topic0 != TRANSFER_TOPIC and (type(topic0) is not str or topic0.lower() != TRANSFER_TOPIC):
+                if type(topics) is not list:
+                    raise _Bad
+                out.skip("other_event")
+                continue
+            if len(topics) == 4:
+                out.skip("erc721")
+                continue
+            if len(topics) != 3:
+                raise _Bad
+            data = log["data"]
+            contract_hex = log["address"]
+            tx_hex = log["transactionHash"]
+            if len(data) != 66 or data[:2] != "0x" or len(contract_hex) != 42 or contract_hex[:2] != "0x" \
+                    or len(tx_hex) != 66 or tx_hex[:2] != "0x":
+                raise _Bad
+            fromhex(data[2:])
+            block_number = _hex(log["blockNumber"], MAX_BLOCK)
+            block_hash, time_stamp = _log_block(log, block_number, blocks)
+            append(Transfer(
+                chain_id,
+                block_number,
+                time_stamp,
+                fromhex(tx_hex[2:]),
+                _hex(log["logIndex"], MAX_BLOCK),
+                _topic_address(topics[1]),
+                _topic_address(topics[2]),
+                int(data[2:], 16),
+                fromhex(contract_hex[2:]),
+                block_hash,
+                _optional_hex(log.get("gasUsed")),
+                _optional_hex(log.get("gasPrice")),
+                None,
+            ))
+        except (_Bad, KeyError, TypeError, ValueError, AttributeError, IndexError):
+            out.quarantined.append(Quarantined(chain_id, _log_reason(log, blocks), log))
+    return out
+
+
+def _optional_hex(value: object) -> int | None:
+    return None if value is None or value == "" else _hex(value, UINT256_MAX)
+
+
+def _log_block(log: Mapping, block_number: int,
+               blocks: Mapping[int, tuple[bytes, int]] | None) -> tuple[bytes | None, int]:
+    known = blocks.get(block_number) if blocks else None
+    block_hash = log.get("blockHash")
+    if block_hash:
+        if len(block_hash) != 66 or block_hash[:2] != "0x":
+            raise _Bad
+        block_hash = bytes.fromhex(block_hash[2:])
+    elif known is not None:
+        block_hash = known[0]
+    else:
+        block_hash = None
+    stamp = log.get("timeStamp") or log.get("blockTimestamp")
+    if stamp:
+        return block_hash, _hex(stamp, MAX_TIMESTAMP)
+    if known is None:
+        raise _Bad
+    return block_hash, known[1]
+
+
+def _log_reason(log: object, blocks: Mapping[int, tuple[bytes, int]] | None) -> str:
+    if not isinstance(log, dict):
+        return f"log is {type(log).__name__}, expected an object"
+    topics = log.get("topics")
+    if not isinstance(topics, list):
+        return "topics: expected a list"
+    if len(topics) != 3:
+        return f"topics: Transfer log with {len(topics)} topics, expected 3"
+    try:
+        topic_to_address(topics[1], "topics[1]")
+        topic_to_address(topics[2], "topics[2]")
+        address_to_bytes(log.get("address"), "address")
+        hash_to_bytes(log.get("transactionHash"), "transactionHash")
+        data = log.get("data")
+        if not isinstance(data, str) or len(data) != 66:
+            raise InvalidField("data", data, "expected 0x + 64 hex digits (one uint256)")
+        parse_uint(data, "data")
+        if log.get("blockHash"):
+            hash_to_bytes(log["blockHash"], "blockHash")
+        for name, maximum in (("blockNumber", MAX_BLOCK), ("logIndex", MAX_BLOCK)):
+            _strict_hex(log.get(name), name, maximum)
+        stamp = log.get("timeStamp") or log.get("blockTimestamp")
+        if stamp:
+            _strict_hex(stamp, "timeStamp", MAX_TIMESTAMP)
+        elif not blocks or parse_uint(log.get("blockNumber"), "blockNumber") not in blocks:
+            return "timeStamp: missing and the block is unknown"
+        for name in ("gasUsed", "gasPrice"):
+            if log.get(name) not in (None, ""):
+                _strict_hex(log[name], name, UINT256_MAX)
+    except InvalidField as exc:
+        return str(exc)
+    return "unexpected log shape"
+
+
+def _strict_hex(value: object, name: str, maximum: int) -> int:
+    if not isinstance(value, str) or value[:2] != "0x" or not (value[2:].isalnum() or value == "0x"):
+        raise InvalidField(name, value, "expected a 0x hex quantity")
+    return parse_uint(value, name, maximum)
