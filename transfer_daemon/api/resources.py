@@ -1,0 +1,98 @@
+"""Per-process resources of the API: the connection pool, the warm cache, upstream sources.
+
+Each is opened lazily on first use in the serving process (after the WSGI server forked),
+never inherited; `pid` checks make a handle created before a fork reopen in the child.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import psycopg_pool
+from flask import Flask, current_app
+
+from transfer_daemon.cache import WarmCache
+from transfer_daemon.config import ChainConfig, Config, redact_url
+from transfer_daemon.errors import StoreNotReady
+
+log = logging.getLogger(__name__)
+
+#: seconds a request waits for a pooled connection before answering 503
+POOL_TIMEOUT_S = 3.0
+#: SQLSTATE classes meaning "the schema is not there (yet)": undefined table/function/column
+_NOT_MIGRATED = ("42P01", "42883", "42703")
+
+
+class Resources:
+    def __init__(self, config: Config, database_url: str) -> None:
+        self.config = config
+        self.database_url = database_url
+        self.cache = WarmCache.for_config(config)
+        self.limiter_dir = str(Path(config.daemon.data_dir) / "limiter")
+        self._lock = threading.Lock()
+        self._pool: psycopg_pool.ConnectionPool | None = None
+        self._pool_pid = 0
+        self._sources: dict[int, object] = {}
+        self._sources_pid = 0
+
+    def pool(self) -> psycopg_pool.ConnectionPool:
+        if self._pool_pid != os.getpid():
+            with self._lock:
+                if self._pool_pid != os.getpid():
+                    self._pool = psycopg_pool.ConnectionPool(
+                        self.database_url, min_size=self.config.database.pool_min,
+                        max_size=self.config.database.pool_max, name=f"api-{os.getpid()}",
+                        timeout=POOL_TIMEOUT_S, open=True, wait=False,
+                        kwargs={"autocommit": True},
+                    )
+                    self._pool_pid = os.getpid()
+                    log.info("opened pool for api: %s", redact_url(self.database_url))
+        return self._pool  # type: ignore[return-value]
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection; every way the store can be unavailable becomes StoreNotReady."""
+        try:
+            with self.pool().connection() as conn:
+                yield conn
+        except psycopg_pool.PoolTimeout as exc:
+            raise StoreNotReady(f"no database connection: {exc}") from None
+        except psycopg.OperationalError as exc:
+            raise StoreNotReady(f"database unavailable: {type(exc).__name__}") from None
+        except psycopg.Error as exc:
+            if exc.sqlstate in _NOT_MIGRATED:
+                raise StoreNotReady("schema not migrated") from None
+            raise
+
+    def source(self, chain: ChainConfig):
+        """The chain's UpstreamSource (upstream data_source mode), one per process."""
+        from transfer_daemon.upstream import make_source
+
+        with self._lock:
+            if self._sources_pid != os.getpid():
+                self._sources, self._sources_pid = {}, os.getpid()
+            if chain.id not in self._sources:
+                self._sources[chain.id] = make_source(chain, limiter_dir=self.limiter_dir)
+            return self._sources[chain.id]
+
+    def close(self) -> None:
+        if self._pool is not None and self._pool_pid == os.getpid():
+            self._pool.close()
+        self._pool, self._pool_pid = None, 0
+        self.cache.close()
+
+
+def init_app(app: Flask, config: Config, database_url: str) -> Resources:
+    resources = Resources(config, database_url)
+    app.extensions["transfer_daemon"] = resources
+    return resources
+
+
+def resources() -> Resources:
+    return current_app.extensions["transfer_daemon"]

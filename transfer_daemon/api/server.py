@@ -1,0 +1,77 @@
+"""run_api: the production WSGI server — gunicorn, embedded, with gthread workers.
+
+Chosen over waitress by measurement (scripts/bench_api.py, warm page 1, wrk -c10 on 2 cores):
+waitress is one process, so every request shares one GIL; gunicorn forks `api.workers`
+processes with `api.threads` threads each and uses both cores. Each worker builds its own app
+in `load()` (after the fork): pool, cache handle and upstream sources are opened there lazily,
+never inherited from the master.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
+
+from transfer_daemon import metrics
+from transfer_daemon.config import Config
+
+log = logging.getLogger(__name__)
+
+
+class PipelineLogger(Logger):
+    """gunicorn's messages go to our logging pipeline (multiprocessing-logging), not its own handlers."""
+
+    def setup(self, cfg) -> None:
+        self.error_log.setLevel(logging.INFO)
+        self.error_log.propagate = True
+        self.access_log.propagate = False
+
+
+def _child_exit(server, worker) -> None:
+    metrics.mark_process_dead(worker.pid)
+
+
+class ApiServer(BaseApplication):
+    def __init__(self, config: Config, database_url: str, options: dict | None = None,
+                 app_options: dict | None = None) -> None:
+        self.config = config
+        self.database_url = database_url
+        self.options = {
+            "bind": f"{config.api.host}:{config.api.port}",
+            "workers": config.api.workers,
+            "threads": config.api.threads,
+            "worker_class": "gthread",
+            "keepalive": 5,
+            "graceful_timeout": max(1, int(config.daemon.shutdown_timeout) - 2),
+            "proc_name": "transfer-daemon api",
+            "logger_class": PipelineLogger,
+            "child_exit": _child_exit,
+            "accesslog": None,
+            **(options or {}),
+        }
+        self.app_options = app_options or {}
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from transfer_daemon.api import create_app
+
+        return create_app(self.config, self.database_url, **self.app_options)
+
+
+def run_api(config: Config, database_url: str, *, options: dict | None = None,
+            app_options: dict | None = None) -> None:
+    """Serve the API until SIGTERM/SIGINT (gunicorn's graceful stop), then return."""
+    metrics.init_multiprocess(config.daemon.data_dir)
+    log.info("started api on %s:%d with %d workers", config.api.host, config.api.port, config.api.workers)
+    try:
+        ApiServer(config, database_url, options, app_options).run()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+    log.info("stopped api")

@@ -1,0 +1,148 @@
+"""Warm cache: page 1 of every chain and of the aggregate, as ready-to-send JSON fragments.
+
+diskcache in data_dir/cache, one handle per process, opened on first use after the fork.
+Freshness without a database round trip per request: a small *snapshot* entry holds each
+chain's `store.data_version` and ingest times. The worker rewrites it right after every commit
+that changed data (`warm`); an API process reloads it from the store when it is older than
+SNAPSHOT_MAX_AGE_S. Page keys carry the versions of the chains they cover, so an answer is
+never older than the snapshot, and the snapshot is never older than the last warm (or a few
+seconds).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import diskcache
+import orjson
+
+from transfer_daemon import metrics, store
+from transfer_daemon.config import Config
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_KEY = "snapshot"
+SNAPSHOT_MAX_AGE_S = 2.0
+UPSTREAM_TTL_S = 15.0
+WARM_PAGE_SIZE = 25
+
+
+@dataclass(frozen=True, slots=True)
+class ChainState:
+    version: int
+    last_ingested_at: float | None  # unix seconds of the last successful sync
+    newest_transfer_at: float | None
+
+
+def _unix(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value)  # type: ignore[arg-type]
+
+
+def load_snapshot(conn, chain_ids: Iterable[int]) -> dict[int, ChainState]:
+    """Versions and ingest times of `chain_ids`, read from the store (two short queries)."""
+    ids = tuple(chain_ids)
+    fresh = store.freshness(conn, ids)
+    snapshot = {}
+    for chain_id in ids:
+        f = fresh.get(chain_id)
+        snapshot[chain_id] = ChainState(
+            version=store.data_version(conn, chain_id),
+            last_ingested_at=_unix(getattr(f, "last_ingested_at", None)),
+            newest_transfer_at=_unix(getattr(f, "newest_transfer_at", None)),
+        )
+    return snapshot
+
+
+def page_key(chain_ids: Iterable[int], page_size: int, sort: str, snapshot: dict[int, ChainState]) -> str:
+    versions = ",".join(f"{c}@{snapshot[c].version if c in snapshot else 0}" for c in sorted(chain_ids))
+    return f"page1:{sort}:{page_size}:{versions}"
+
+
+def page_fragment(items: list[dict], next_cursor: str | None) -> bytes:
+    """`"items":[…],"nextCursor":…` — spliced into each response's envelope as is."""
+    return orjson.dumps({"items": items, "nextCursor": next_cursor})[1:-1]
+
+
+class WarmCache:
+    """A per-process diskcache handle; safe to construct before a fork, opened after it."""
+
+    def __init__(self, directory: str | os.PathLike, ttl_s: float) -> None:
+        self.directory = Path(directory)
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._cache: diskcache.Cache | None = None
+
+    @classmethod
+    def for_config(cls, config: Config) -> WarmCache:
+        return cls(Path(config.daemon.data_dir) / "cache", config.cache.ttl_s)
+
+    @property
+    def handle(self) -> diskcache.Cache:
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._cache = diskcache.Cache(str(self.directory), size_limit=256 * 2**20)
+                    self._pid = os.getpid()
+        return self._cache  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self._cache is not None and self._pid == os.getpid():
+            self._cache.close()
+        self._cache, self._pid = None, 0
+
+    def snapshot(self) -> dict[int, ChainState] | None:
+        return self.handle.get(SNAPSHOT_KEY)
+
+    def put_snapshot(self, snapshot: dict[int, ChainState]) -> None:
+        self.handle.set(SNAPSHOT_KEY, snapshot, expire=SNAPSHOT_MAX_AGE_S)
+
+    def get(self, key: str) -> bytes | None:
+        value = self.handle.get(key)
+        metrics.CACHE_REQUESTS.labels("miss" if value is None else "hit").inc()
+        return value
+
+    def put(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        self.handle.set(key, value, expire=self.ttl_s if ttl_s is None else ttl_s)
+
+
+def compute_page(conn, chain_ids: tuple[int, ...], page_size: int, sort: str) -> bytes:
+    page = store.query_transfers(conn, store.TransferQuery(chain_ids=chain_ids, page_size=page_size, sort=sort))
+    return page_fragment([t.to_api() for t in page.items], page.next_cursor)
+
+
+def warm(config: Config, conn, cache: WarmCache | None = None) -> int:
+    """Refresh the snapshot, then precompute page 1 of every chain and of the aggregate.
+
+    The ingest worker calls it after a sync that changed data, and hourly. Returns pages written.
+    """
+    cache = cache or WarmCache.for_config(config)
+    started = time.monotonic()
+    ids = tuple(chain.id for chain in config.chains)
+    snapshot = load_snapshot(conn, ids)
+    cache.put_snapshot(snapshot)
+    targets = [(chain_id,) for chain_id in ids] + ([ids] if len(ids) > 1 else [])
+    for chain_ids in targets:
+        key = page_key(chain_ids, WARM_PAGE_SIZE, "desc", snapshot)
+        cache.put(key, compute_page(conn, chain_ids, WARM_PAGE_SIZE, "desc"))
+    log.info("warmed %d pages for chains %s in %.3f s", len(targets), ",".join(map(str, ids)),
+             time.monotonic() - started)
+    return len(targets)
+
+
+def hit_ratio() -> tuple[int, int, float | None]:
+    """(hits, misses, ratio) over every process since the metrics directory was wiped."""
+    totals = metrics.counter_totals("transfers_cache_requests", "result")
+    hits, misses = int(totals.get("hit", 0)), int(totals.get("miss", 0))
+    return hits, misses, (hits / (hits + misses) if hits + misses else None)

@@ -1,0 +1,95 @@
+"""Prometheus metric objects shared by every process (workers, API), in multiprocess mode.
+
+prometheus-client picks its value storage when a metric child is created, from
+PROMETHEUS_MULTIPROC_DIR. Every metric here has labels, so children are created lazily —
+after `init_multiprocess` has pointed the storage at `data_dir/prometheus` — even when this
+module was imported before the fork.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+ROWS_INGESTED = Counter("transfers_rows_ingested", "Transfer rows newly stored", ["chain"])
+UPSTREAM_REQUESTS = Counter(
+    "transfers_upstream_requests", "Upstream calls by outcome (ok, rate_limited, error, timeout)", ["chain", "outcome"]
+)
+RATE_LIMIT_WAITS = Counter("transfers_rate_limit_waits", "Times a call waited for the shared limiter", ["key"])
+RATE_LIMIT_WAIT_SECONDS = Counter("transfers_rate_limit_wait_seconds", "Seconds spent waiting for the limiter", ["key"])
+RETRIES = Counter("transfers_upstream_retries", "Upstream calls retried", ["chain"])
+INGEST_LAG = Gauge(
+    "transfers_ingest_lag_seconds", "Seconds since the chain's last successful sync", ["chain"],
+    multiprocess_mode="livemax",
+)
+REORGS = Counter("transfers_reorgs", "Reorgs detected and repaired", ["chain"])
+QUARANTINED = Counter("transfers_quarantined_rows", "Upstream rows that failed validation", ["chain"])
+API_LATENCY = Histogram(
+    "transfers_api_request_seconds", "API request latency by route", ["route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+CACHE_REQUESTS = Counter("transfers_cache_requests", "Warm-cache lookups by result (hit, miss)", ["result"])
+
+
+def multiproc_dir(data_dir: str | os.PathLike) -> Path:
+    return Path(data_dir) / "prometheus"
+
+
+def init_multiprocess(data_dir: str | os.PathLike, *, wipe: bool = False) -> Path:
+    """Store metric values in files under data_dir/prometheus, shared by all processes.
+
+    The supervisor calls it once with `wipe=True` before forking (stale files from an earlier
+    run would otherwise be summed in); each child calls it again without wiping.
+    """
+    directory = multiproc_dir(data_dir)
+    if wipe and directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    values.ValueClass = values.get_value_class()
+    return directory
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a dead process's live gauges (the supervisor calls it when it reaps a child)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)
+
+
+def _registry() -> CollectorRegistry:
+    """All processes' values in multiprocess mode, else this process's own."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+def render() -> bytes:
+    """The Prometheus text exposition of every process's metrics."""
+    return generate_latest(_registry())
+
+
+def counter_totals(name: str, label: str) -> dict[str, float]:
+    """Sum of counter `name` grouped by one label, over every process."""
+    totals: dict[str, float] = {}
+    for family in _registry().collect():
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == name + "_total":
+                key = sample.labels.get(label, "")
+                totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
