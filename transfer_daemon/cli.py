@@ -5,6 +5,7 @@ Exit status: 0 success, 2 bad usage or invalid config (the key is named), 1 runt
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -138,7 +139,14 @@ def backfill(config_path: str | None, chain: str, days: int | None) -> None:
 @_reports_errors
 def simulate(**options) -> None:
     """Serve deterministic synthetic chains behind explorer and JSON-RPC APIs on loopback."""
-    _not_yet("simulate")
+    from transfer_daemon.simulate import config_from_options, serve
+
+    try:
+        sim_config = config_from_options(**options)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    serve(sim_config, options["host"], options["port"],
+          ready=lambda url, listing: click.echo(f"simulator listening on {url}\n{json.dumps(listing)}"))
 
 
 @main.command()
