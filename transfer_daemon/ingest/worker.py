@@ -1,0 +1,232 @@
+"""The per-chain worker process: advisory lock, scheduler, jobs, heartbeat, graceful stop.
+
+`run_worker` is the target the supervisor forks. Everything that holds a socket or a thread —
+the lock connection, the pool, the upstream session, the scheduler — is created here, after
+the fork, never inherited. A worker that cannot take the chain's lock stands by and retries
+every poll interval; when the holder dies, Postgres releases its lock and a standby takes over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from transfer_daemon import store
+from transfer_daemon.config import Config
+from transfer_daemon.errors import AlreadyRunning, UpstreamError
+from transfer_daemon.ingest import jobs, planning
+from transfer_daemon.ingest.lock import ChainLock
+from transfer_daemon.model import Cursor
+
+log = logging.getLogger(__name__)
+
+HOUR = 3600
+DAY = 86400
+#: Seconds between the main loop's heartbeats and lock checks.
+TICK_S = 1.0
+
+
+def _install_signal_handlers(stopping: threading.Event) -> None:
+    """SIGTERM/SIGINT only set the flag; the main loop does the stopping."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+
+
+def run_worker(config: Config, chain_name: str, database_url: str, heartbeat: Callable[[], None],
+               *, stopping: threading.Event | None = None) -> None:
+    """Ingest one chain until SIGTERM (or `stopping`, for callers running it in a thread).
+
+    Holds the chain's advisory lock while ingesting; stands by while another process holds it.
+    """
+    chain = config.chain(chain_name)
+    stopping = stopping or threading.Event()
+    _install_signal_handlers(stopping)
+    _init_metrics(config)
+    lock = ChainLock(database_url, chain.id, chain.name)
+    standing_by = False
+    try:
+        while not stopping.is_set():
+            heartbeat()
+            if lock.try_acquire():
+                log.info("acquired chain=%s lock, ingesting (pid %d)", chain.name, os.getpid())
+                standing_by = False
+                _ingest_while_held(config, chain_name, database_url, heartbeat, stopping, lock)
+                continue
+            if not standing_by:
+                log.info("standby chain=%s another worker holds the lock; retrying every %ss",
+                         chain.name, chain.poll_interval_s)
+                standing_by = True
+            _wait(stopping, chain.poll_interval_s, heartbeat)
+    finally:
+        lock.release()
+    log.info("stopped chain=%s worker", chain.name)
+
+
+def _wait(stopping: threading.Event, seconds: float, heartbeat: Callable[[], None]) -> None:
+    deadline = time.monotonic() + seconds
+    while not stopping.is_set() and time.monotonic() < deadline:
+        stopping.wait(min(TICK_S, max(0.0, deadline - time.monotonic())))
+        heartbeat()
+
+
+def _init_metrics(config: Config) -> None:
+    """Point prometheus-client at the shared files when the supervisor enabled multiprocess mode."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    from transfer_daemon import metrics
+
+    metrics.init_multiprocess(config.daemon.data_dir)
+
+
+def _ingest_while_held(config: Config, chain_name: str, database_url: str, heartbeat: Callable[[], None],
+                       stopping: threading.Event, lock: ChainLock) -> None:
+    from transfer_daemon.db.pool import open_pool
+    from transfer_daemon.upstream import make_source
+
+    chain = config.chain(chain_name)
+    pool = open_pool(database_url, config.database.pool_min, max(2, config.database.pool_max),
+                     f"worker[{chain.name}]")
+    source = make_source(chain, limiter_dir=str(Path(config.daemon.data_dir) / "limiter"))
+    ctx = jobs.IngestContext(config=config, chain=chain, pool=pool, source=source, stopping=threading.Event())
+    runner = JobRunner(ctx, config)
+    try:
+        runner.start()
+        while not stopping.is_set() and lock.alive():
+            if not runner.stuck(config.daemon.heartbeat_timeout / 2):
+                heartbeat()
+            stopping.wait(TICK_S)
+        if not stopping.is_set():
+            log.error("lost chain=%s lock (database connection gone); stopping jobs", chain.name)
+    finally:
+        runner.stop(config.daemon.shutdown_timeout * 0.75)
+        pool.close()
+        lock.release()
+
+
+class JobRunner:
+    """The scheduler and its jobs for one chain. Each job has max_instances=1 and coalesce, so
+    no job overlaps itself and missed runs collapse into one."""
+
+    def __init__(self, ctx: jobs.IngestContext, config: Config) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.running: dict[str, float] = {}  # job id -> monotonic start
+        self._lock = threading.Lock()
+        executors = {"default": ThreadPoolExecutor(max_workers=config.ingest.concurrency)}
+        defaults = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+        self.scheduler = BackgroundScheduler(executors=executors, job_defaults=defaults, timezone="UTC")
+        ctx.on_changed = lambda: self._run_soon("warm")
+
+    def start(self) -> None:
+        chain = self.ctx.chain
+        now = datetime.now().astimezone()
+        add = self.scheduler.add_job
+        add(self._tracked("sync", self._sync), "interval", seconds=chain.poll_interval_s, id="sync", next_run_time=now)
+        add(self._tracked("backfill", self._backfill), "interval", seconds=1, id="backfill",
+            next_run_time=now + timedelta(seconds=0.1))
+        add(self._tracked("warm", jobs.warm), "interval", seconds=HOUR, id="warm")
+        add(self._tracked("retention", jobs.retention), "interval", seconds=DAY, id="retention",
+            next_run_time=now + timedelta(seconds=5))
+        # nightly, spread over the hour by chain so several chains don't verify at once
+        add(self._tracked("verify", jobs.verify), "cron", hour=3, minute=chain.id % 60, id="verify")
+        self.scheduler.start()
+
+    def _sync(self, ctx: jobs.IngestContext) -> None:
+        jobs.sync(ctx)
+        if ctx.halted:
+            for job_id in ("sync", "backfill", "verify"):
+                self.scheduler.pause_job(job_id)
+
+    def _backfill(self, ctx: jobs.IngestContext) -> None:
+        # bounded by the poll interval so a sync sharing the one executor thread is never starved
+        if jobs.backfill(ctx, budget_s=ctx.chain.poll_interval_s):
+            self.scheduler.reschedule_job("backfill", trigger="interval", seconds=HOUR)
+
+    def _tracked(self, name: str, body: Callable[[jobs.IngestContext], object]) -> Callable[[], None]:
+        def run() -> None:
+            with self._lock:
+                self.running[name] = time.monotonic()
+            try:
+                jobs.run_guarded(self.ctx, name, body)
+            except Exception:
+                log.exception("failed chain=%s job=%s", self.ctx.chain.name, name)
+            finally:
+                with self._lock:
+                    self.running.pop(name, None)
+
+        return run
+
+    def _run_soon(self, job_id: str) -> None:
+        job = self.scheduler.get_job(job_id)
+        if job is not None:
+            job.modify(next_run_time=datetime.now().astimezone())
+
+    def stuck(self, limit_s: float) -> bool:
+        """A job running longer than `limit_s`: stop the heartbeat so the supervisor restarts us."""
+        now = time.monotonic()
+        with self._lock:
+            return any(now - started > limit_s for started in self.running.values())
+
+    def stop(self, grace_s: float) -> None:
+        """Stop scheduling; let the current batches finish or abandon atomically within `grace_s`."""
+        self.ctx.stopping.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        deadline = time.monotonic() + grace_s
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.running:
+            log.warning("abandoned chain=%s jobs=%s still running at stop", self.ctx.chain.name,
+                        ",".join(sorted(self.running)))
+
+
+def backfill_foreground(config: Config, chain_name: str, days: int | None,
+                        progress_callback: Callable[[Cursor, float], None] | None = None) -> Cursor:
+    """`transfer-daemon backfill`: run one chain's backfill to completion in this process.
+
+    `days` overrides backfill_days (and start_block). Takes the chain's advisory lock, so it
+    refuses to run beside a worker that is ingesting the chain (that worker backfills already).
+    `progress_callback(cursor, share)` is called after every committed window.
+    """
+    from transfer_daemon.db.bootstrap import migrate, resolve_database_url
+    from transfer_daemon.db.pool import open_pool
+    from transfer_daemon.upstream import make_source
+
+    chain = config.chain(chain_name)
+    if days is not None:
+        chain = replace(chain, backfill_days=days, start_block=None)
+        config = replace(config, chains=tuple(chain if c.id == chain.id else c for c in config.chains))
+    database_url = resolve_database_url(config)
+    migrate(database_url)
+    lock = ChainLock(database_url, chain.id, chain.name)
+    if not lock.try_acquire():
+        raise AlreadyRunning(f"chain {chain.name} is being ingested by a running worker, which backfills it")
+    pool = open_pool(database_url, 1, 2, f"backfill[{chain.name}]")
+    try:
+        source = make_source(chain, limiter_dir=str(Path(config.daemon.data_dir) / "limiter"))
+        ctx = jobs.IngestContext(config=config, chain=chain, pool=pool, source=source)
+
+        def report(cursor: Cursor) -> None:
+            if progress_callback is not None:
+                progress_callback(cursor, planning.backfill_share(cursor))
+
+        jobs.backfill(ctx, progress=report)
+        if ctx.auth_failed:
+            raise UpstreamError("invalid API key", chain=chain.name, retryable=False)
+        with pool.connection() as conn:
+            return store.get_cursor(conn, chain.id)
+    finally:
+        pool.close()
+        lock.release()
