@@ -63,8 +63,10 @@ def main() -> None:
 @_reports_errors
 def start(config_path: str | None, foreground: bool) -> None:
     """Run the supervisor, one worker per chain and the API."""
-    _load(config_path)
-    _not_yet("start")
+    config = _load(config_path)
+    from transfer_daemon.supervisor import run_start
+
+    sys.exit(run_start(config, foreground=foreground, announce=click.echo))
 
 
 @main.command()
@@ -72,8 +74,10 @@ def start(config_path: str | None, foreground: bool) -> None:
 @_reports_errors
 def stop(config_path: str | None) -> None:
     """Signal a running supervisor (pidfile) to stop gracefully."""
-    _load(config_path)
-    _not_yet("stop")
+    config = _load(config_path)
+    from transfer_daemon.ops import stop_daemon
+
+    sys.exit(stop_daemon(config, echo=click.echo))
 
 
 @main.command()
@@ -95,8 +99,10 @@ def status(config_path: str | None, as_json: bool) -> None:
 @_reports_errors
 def logs(config_path: str | None, follow: bool, chain: str | None, level: str | None) -> None:
     """Tail the daemon log."""
-    _load(config_path)
-    _not_yet("logs")
+    config = _load(config_path)
+    from transfer_daemon.ops import tail_logs
+
+    sys.exit(tail_logs(config, follow=follow, chain=chain, level=level, echo=click.echo))
 
 
 @main.command()

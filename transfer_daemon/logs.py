@@ -1,0 +1,298 @@
+"""The logging pipeline: every process's records reach the supervisor, which alone writes them.
+
+Each forked child gets a pipe of its own. Its root logger serializes records (one JSON object per
+line, marked with RS) onto the pipe, and its fd 1 and 2 point at the same pipe, so stray output
+(warnings, C libraries, gunicorn) is captured and tagged too. The supervisor reads the pipes in
+its main loop and hands the records to its sinks (stderr, the log file); the sinks format (text
+or JSON), tag (`supervisor`, `worker[ethereum]`, `api`) and redact secrets, in one place.
+
+Why not multiprocessing-logging: with a plain os.fork its queue's feeder thread is not reset in
+the child, so every child record is silently dropped once the parent has logged; and a child
+SIGKILLed (heartbeat timeout) while holding the queue's shared write lock would block every
+other process's logging. A pipe per child has neither problem: a dead child only closes its pipe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import logging.handlers
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from transfer_daemon.config import Config, redact_url
+
+RECORD_MARK = "\x1e"
+_MIN_SECRET_LENGTH = 4  # shorter values would garble every line and protect nothing
+_context: dict[str, str | None] = {"tag": "supervisor", "chain": None}
+
+
+def set_process_context(tag: str, chain: str | None) -> None:
+    """Name this process in every record it creates (`worker[ethereum]`, chain `ethereum`)."""
+    _context.update(tag=tag, chain=chain)
+
+
+class ContextFilter(logging.Filter):
+    """Tag records with the process (and chain) that created them, unless they already are."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "tag", None):
+            record.tag = _context["tag"]
+        if getattr(record, "chain", None) is None:
+            record.chain = _context["chain"]
+        return True
+
+
+def secrets_from_config(config: Config, environ: Mapping[str, str] | None = None) -> set[str]:
+    """Values of every environment variable a chain names as its api_key_env."""
+    environ = os.environ if environ is None else environ
+    values = {environ.get(chain.api_key_env, "") for chain in config.chains if chain.api_key_env}
+    return {v for v in values if len(v) >= _MIN_SECRET_LENGTH}
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return redact_url(text)
+
+
+class RedactingFilter(logging.Filter):
+    """Scrub URL passwords, key=/apikey=/token= values and known secret values from a record."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = set(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage(), self.secrets), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self.secrets)
+        return True
+
+
+def _timestamp(created: float) -> str:
+    return dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    if record.exc_info and not record.exc_text:
+        record.exc_text = formatter.formatException(record.exc_info)
+    return "\n".join(t for t in (record.exc_text, record.stack_info) if t)
+
+
+class TextFormatter(logging.Formatter):
+    """`2025-01-01T00:00:00.000Z INFO worker[ethereum] logger: message`; a chain other than the
+    tag's appears as ` chain=NAME` after the tag; continuation lines are indented."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        tag, chain = record.tag, record.chain
+        where = f"{tag} chain={chain}" if chain and f"[{chain}]" not in tag else tag
+        line = f"{_timestamp(record.created)} {record.levelname} {where} {record.name}: {record.getMessage()}"
+        extra = _exception_text(self, record)
+        if extra:
+            line = f"{line}\n{extra}"
+        return line.replace("\n", "\n  ")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, process, chain, pid, logger, message[, exc]."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": _timestamp(record.created), "level": record.levelname, "process": record.tag,
+            "chain": record.chain, "pid": record.process, "logger": record.name, "message": record.getMessage(),
+        }
+        extra = _exception_text(self, record)
+        if extra:
+            doc["exc"] = extra
+        return json.dumps(doc, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class ParsedLine:
+    level: int
+    tag: str
+    chain: str | None
+
+
+_TEXT_LINE = re.compile(r"^\S+Z (?P<level>[A-Z]+) (?P<tag>\S+)(?: chain=(?P<chain>\S+))? \S+: ")
+_TAG_CHAIN = re.compile(r"\[([^\]]+)\]$")
+
+
+def parse_line(line: str) -> ParsedLine | None:
+    """Level, process tag and chain of a log-file line (text or JSON); None for continuation lines."""
+    if line.startswith("{"):
+        try:
+            doc = json.loads(line)
+            level, tag, chain = doc["level"], doc["process"], doc.get("chain")
+        except (ValueError, KeyError, TypeError):
+            return None
+    else:
+        match = _TEXT_LINE.match(line)
+        if not match:
+            return None
+        level, tag, chain = match["level"], match["tag"], match["chain"]
+    if chain is None and (found := _TAG_CHAIN.search(tag)):
+        chain = found[1]
+    return ParsedLine(logging.getLevelName(level) if isinstance(level, str) else level, tag, chain)
+
+
+def _formatter(log_format: str) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else TextFormatter()
+
+
+class LogPipeline:
+    """The supervisor's sinks, and the read ends of its children's log pipes."""
+
+    def __init__(self, config: Config, *, to_stderr: bool) -> None:
+        self.redactor = RedactingFilter(secrets_from_config(config))
+        self.level = logging.getLevelName(config.daemon.log_level)
+        self.handlers: list[logging.Handler] = []
+        if to_stderr:
+            self.handlers.append(logging.StreamHandler(sys.stderr))
+        if config.daemon.log_file:
+            os.makedirs(os.path.dirname(os.path.abspath(config.daemon.log_file)), exist_ok=True)
+            # Watched: logrotate may rename the file; the next line reopens the path, no signal needed.
+            self.handlers.append(logging.handlers.WatchedFileHandler(config.daemon.log_file, encoding="utf-8"))
+        for handler in self.handlers:
+            handler.setFormatter(_formatter(config.daemon.log_format))
+            handler.addFilter(ContextFilter())
+            handler.addFilter(self.redactor)
+        self._channels: dict[int, tuple[str, str | None, bytearray]] = {}
+
+    def install(self) -> None:
+        """Make these sinks the root logger's handlers (in the supervisor)."""
+        set_process_context("supervisor", None)
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in self.handlers:
+            root.addHandler(handler)
+        root.setLevel(self.level)
+
+    def update(self, config: Config) -> None:
+        """After a reload: new chains may name new secrets."""
+        self.redactor.secrets = secrets_from_config(config)
+
+    def flush(self) -> None:
+        for handler in self.handlers:
+            handler.flush()
+
+    def open_channel(self, tag: str, chain: str | None) -> tuple[int, int]:
+        """A pipe for one child: (read end, kept here; write end, handed to the child)."""
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        self._channels[read_fd] = (tag, chain, bytearray())
+        return read_fd, write_fd
+
+    def channels(self) -> list[int]:
+        return list(self._channels)
+
+    def drain(self, fd: int) -> bool:
+        """Emit every complete line waiting on `fd`; False (and the pipe closed) at end of file."""
+        tag, chain, pending = self._channels[fd]
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                if pending:
+                    self._emit_line(pending.decode("utf-8", "replace"), tag, chain)
+                del self._channels[fd]
+                os.close(fd)
+                return False
+            pending += chunk
+            *lines, rest = pending.split(b"\n")
+            pending[:] = rest
+            for line in lines:
+                self._emit_line(line.decode("utf-8", "replace"), tag, chain)
+        return True
+
+    def close_channels(self) -> None:
+        for fd in list(self._channels):
+            self.drain(fd)
+            if fd in self._channels:
+                del self._channels[fd]
+                os.close(fd)
+
+    def _emit_line(self, line: str, tag: str, chain: str | None) -> None:
+        record = _decode_record(line, tag, chain)
+        if record is None:
+            return
+        for handler in self.handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+    def become_child(self, write_fd: int, tag: str, chain: str | None) -> None:
+        """In a forked child: forget the supervisor's sinks and pipes, log into `write_fd` only."""
+        for fd in list(self._channels):
+            os.close(fd)
+        self._channels.clear()
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in self.handlers:
+            handler.close()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.dup2(write_fd, 1)
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        sys.stdout.reconfigure(line_buffering=True)
+        set_process_context(tag, chain)
+        handler = PipeHandler(2)
+        handler.addFilter(ContextFilter())
+        root.addHandler(handler)
+        root.setLevel(self.level)
+
+
+def _decode_record(line: str, tag: str, chain: str | None) -> logging.LogRecord | None:
+    if line.startswith(RECORD_MARK):
+        try:
+            return logging.makeLogRecord(json.loads(line[1:]))
+        except ValueError:
+            line = line[1:]
+    if not line.strip():
+        return None
+    # Raw output of the child (print, warnings, a C library): keep it, tagged, as a warning.
+    return logging.makeLogRecord({
+        "name": "stderr", "levelno": logging.WARNING, "levelname": "WARNING", "msg": line.rstrip(),
+        "tag": tag, "chain": chain,
+    })
+
+
+class PipeHandler(logging.Handler):
+    """A child's only handler: one RS-marked JSON record per line onto the supervisor's pipe.
+
+    A record of at most PIPE_BUF (4096) bytes is written atomically, so lines from a child's own
+    subprocesses (gunicorn workers share the API's pipe) never interleave with it.
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = {
+                "name": record.name, "levelno": record.levelno, "levelname": record.levelname,
+                "msg": record.getMessage(), "created": record.created, "process": record.process,
+                "tag": record.tag, "chain": record.chain,
+                "exc_text": _exception_text(logging.Formatter(), record) or None,
+            }
+            data = (RECORD_MARK + json.dumps(fields, ensure_ascii=False) + "\n").encode("utf-8", "replace")
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+        except Exception:
+            self.handleError(record)

@@ -1,0 +1,464 @@
+"""The supervisor: forks one worker per chain and the API, keeps them alive, stops them cleanly.
+
+Shaped like gunicorn's arbiter: signal handlers only queue the signal (and wake the loop through
+`signal.set_wakeup_fd`); one short loop waits on that pipe and on the children's log pipes, then
+dispatches signals, reaps, kills the stale and spawns what is due. Restart decisions live in the
+pure `child.Child` state machine; this module does the I/O.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import hashlib
+import logging
+import os
+import selectors
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import setproctitle
+
+from transfer_daemon.child import Child, ChildSpec, RestartPolicy, State
+from transfer_daemon.config import Config, ConfigError, load_config, redact_url
+from transfer_daemon.errors import TransferDaemonError
+from transfer_daemon.heartbeat import Heartbeat
+from transfer_daemon.logs import LogPipeline
+from transfer_daemon.pidfile import PidFile
+from transfer_daemon.state_file import VERSION, state_path, write_state
+
+log = logging.getLogger(__name__)
+
+SpecBuilder = Callable[[Config], list[ChildSpec]]
+_HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+_PR_SET_PDEATHSIG = 1
+# ChainConfig fields only the worker uses: changing them must not restart the API.
+_INGEST_ONLY = {"poll_interval_s", "page_size", "max_pages_per_cycle", "backfill_days", "start_block",
+                "confirmations", "max_reorg_depth", "log_window_blocks"}
+
+
+def fingerprint(*parts: Any) -> str:
+    """Stable digest of frozen config records: equal configs, equal fingerprints."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def _worker_main(config: Config, chain_name: str, database_url: str, heartbeat: Callable[[], None]) -> None:
+    from transfer_daemon.ingest.worker import run_worker
+
+    run_worker(config, chain_name, database_url, heartbeat)
+
+
+def _api_main(config: Config, database_url: str) -> None:
+    from transfer_daemon.api.server import run_api
+
+    run_api(config, database_url)
+
+
+def production_specs(config: Config, database_url: str) -> list[ChildSpec]:
+    """One worker per chain (with a heartbeat) and the API, each with its config fingerprint."""
+    shared = (config.database, config.ingest, config.cache, database_url)
+    specs = [
+        ChildSpec(f"worker[{chain.name}]", _worker_main, (config, chain.name, database_url),
+                  fingerprint(chain, *shared), chain=chain.name, heartbeat=True)
+        for chain in config.chains
+    ]
+    served = tuple(
+        tuple((k, v) for k, v in dataclasses.asdict(chain).items() if k not in _INGEST_ONLY)
+        for chain in config.chains
+    )
+    specs.append(ChildSpec("api", _api_main, (config, database_url),
+                           fingerprint(config.api, config.database, config.cache, database_url, served)))
+    return specs
+
+
+def bootstrap_database(config: Config) -> str:
+    """Resolve (or start the embedded) database and bring its schema up to date."""
+    from transfer_daemon.db.bootstrap import migrate, resolve_database_url
+
+    url = resolve_database_url(config)
+    applied = migrate(url)
+    log.info("database ready at %s (%d migration(s) applied)", redact_url(url), applied)
+    return url
+
+
+def database_plan(bootstrap: Callable[[Config], str] = bootstrap_database) -> SpecBuilder:
+    """Specs for a config; the database is bootstrapped again only when its settings change."""
+    resolved: dict[Any, str] = {}
+
+    def build(config: Config) -> list[ChildSpec]:
+        key = (config.database, config.daemon.data_dir)
+        if key not in resolved:
+            url = bootstrap(config)
+            resolved.clear()
+            resolved[key] = url
+        return production_specs(config, resolved[key])
+
+    return build
+
+
+class Supervisor:
+    def __init__(self, config: Config, *, build_specs: SpecBuilder, load: Callable[[], Config],
+                 pipeline: LogPipeline, pidfile: PidFile, policy: RestartPolicy | None = None,
+                 on_ready: Callable[[], None] | None = None) -> None:
+        self.config = config
+        self.build_specs = build_specs
+        self.load = load
+        self.pipeline = pipeline
+        self.pidfile = pidfile
+        self.policy = policy or RestartPolicy()
+        self.on_ready = on_ready
+        self.children: dict[str, Child] = {}
+        self.heartbeats: dict[str, Heartbeat] = {}
+        self.stopping = False
+        self._signals: list[int] = []
+        self._selector = selectors.DefaultSelector()
+        self._wakeup_r, self._wakeup_w = os.pipe()
+        self._pid = os.getpid()
+        self._started_at = time.time()
+        self._wall_offset = time.time() - time.monotonic()
+        self._published: dict[str, Any] | None = None
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Supervise until SIGTERM/SIGINT; returns the exit status (0)."""
+        self._install_signals()
+        try:
+            self._start()
+            while not (self.stopping and all(c.pid is None for c in self.children.values())):
+                self._wait(self._timeout(time.monotonic()))
+                self._dispatch_signals()
+                self._reap()
+                self._manage(time.monotonic())
+                self._publish()
+            log.info("stopped: every child has exited")
+        finally:
+            self._kill_leftovers()
+            self.pipeline.close_channels()
+            self._publish(final=True)
+            self.pidfile.release()
+        return 0
+
+    def _start(self) -> None:
+        try:
+            specs = self.build_specs(self.config)
+        except Exception as exc:
+            log.exception("start failed: %s", exc)
+            raise TransferDaemonError(f"start failed: {redact_url(str(exc))}") from None
+        self._apply_specs(specs, time.monotonic())
+        log.info("started supervisor (pid %d) with %d children", self._pid, len(self.children))
+        if self.on_ready:
+            self.on_ready()
+
+    def _install_signals(self) -> None:
+        os.set_blocking(self._wakeup_w, False)
+        os.set_blocking(self._wakeup_r, False)
+        self._selector.register(self._wakeup_r, selectors.EVENT_READ)
+        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        for signum in _HANDLED:
+            signal.signal(signum, lambda signum, frame: self._signals.append(signum))
+
+    def _timeout(self, now: float) -> float:
+        """Sleep until the next thing due, at most 1 s (heartbeats are checked every wake-up)."""
+        moments = [now + 1.0]
+        for child in self.children.values():
+            if child.state in (State.STOPPED, State.BACKOFF, State.FATAL) and child.wanted:
+                moments.append(child.next_start_at)
+            if child.state is State.STARTING:
+                moments.append((child.started_at or now) + self.policy.running_after)
+            if child.stop_deadline is not None:
+                moments.append(child.stop_deadline)
+        return min(1.0, max(0.005, min(moments) - now))
+
+    def _wait(self, timeout: float) -> None:
+        for key, _ in self._selector.select(timeout):
+            if key.fd == self._wakeup_r:
+                self._drain_wakeup()
+            elif not self.pipeline.drain(key.fd):
+                self._selector.unregister(key.fd)
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while os.read(self._wakeup_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _dispatch_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.pop(0)
+            name = signal.Signals(signum).name
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                if self.stopping:
+                    self._kill_all(f"{name} received again")
+                else:
+                    self._begin_stop(name, time.monotonic())
+            elif signum == signal.SIGHUP and not self.stopping:
+                self._reload(time.monotonic())
+
+    def _reap(self) -> None:
+        for child in list(self.children.values()):
+            if child.pid is None:
+                continue
+            try:
+                pid, status = os.waitpid(child.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = child.pid, None
+            if pid:
+                code = None if status is None else os.waitstatus_to_exitcode(status)
+                self._on_exit(child, code, time.monotonic())
+
+    def _manage(self, now: float) -> None:
+        for child in list(self.children.values()):
+            if child.must_kill(now):
+                child.kill_reason = "killed by SIGKILL after the stop grace"
+                log.warning("killing %s (pid %d): still alive %.1fs after SIGTERM", child.spec.name, child.pid,
+                            self.config.daemon.shutdown_timeout, extra={"chain": child.spec.chain})
+                self._send(child, signal.SIGKILL)
+            self._check_heartbeat(child, now)
+            if child.tick(now):
+                log.info("running %s (pid %d)", child.spec.name, child.pid, extra={"chain": child.spec.chain})
+            if not self.stopping and child.due(now):
+                self._spawn(child, now)
+
+    def _check_heartbeat(self, child: Child, now: float) -> None:
+        beat = self.heartbeats.get(child.spec.name)
+        timeout = self.config.daemon.heartbeat_timeout
+        if beat is None or not child.heartbeat_expired(beat.last(), now, timeout):
+            return
+        child.kill_reason = "killed by SIGKILL: heartbeat timeout"
+        log.warning("killing %s (pid %d): no heartbeat for %.1fs", child.spec.name, child.pid,
+                    now - beat.last(), extra={"chain": child.spec.chain})
+        self._send(child, signal.SIGKILL)
+
+    def _send(self, child: Child, signum: int) -> None:
+        if child.pid is not None:
+            try:
+                os.kill(child.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    # --- child lifecycle ------------------------------------------------------------------
+
+    def _spawn(self, child: Child, now: float) -> None:
+        spec = child.spec
+        beat = Heartbeat() if spec.heartbeat else None
+        read_fd, write_fd = self.pipeline.open_channel(spec.name, spec.chain)
+        self._selector.register(read_fd, selectors.EVENT_READ)
+        self.pipeline.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(write_fd)
+            log.error("fork failed for %s: %s", spec.name, exc, extra={"chain": spec.chain})
+            self._on_exit(child, None, now)
+            return
+        if pid == 0:
+            self._child_main(spec, write_fd, beat)
+        os.close(write_fd)
+        if beat is not None:
+            self.heartbeats[spec.name] = beat
+        child.spawned(pid, now)
+        log.info("spawned %s (pid %d)", spec.name, pid, extra={"chain": spec.chain})
+
+    def _child_main(self, spec: ChildSpec, write_fd: int, beat: Heartbeat | None) -> NoReturn:
+        code = 1
+        try:
+            self._reset_in_child(beat)
+            self.pipeline.become_child(write_fd, spec.name, spec.chain)
+            setproctitle.setproctitle(f"transfer-daemon: {spec.name}")
+            spec.target(*spec.args, *((beat.beat,) if beat else ()))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        except BaseException as exc:
+            logging.getLogger(__name__).exception("crashed %s: %s", spec.name, exc)
+        finally:
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os._exit(code)
+
+    def _reset_in_child(self, beat: Heartbeat | None) -> None:
+        """Undo what the child inherited: signal handlers, wake-up pipe, pidfile lock, others' memory."""
+        signal.set_wakeup_fd(-1)
+        for signum in _HANDLED:
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+        # Own process group: a terminal's Ctrl-C reaches the supervisor only, which stops us in order.
+        os.setpgid(0, 0)
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != self._pid:
+            raise SystemExit(1)
+        self._selector.close()
+        os.close(self._wakeup_r)
+        os.close(self._wakeup_w)
+        self.pidfile.close_inherited()
+        for other in self.heartbeats.values():
+            if other is not beat:
+                other.close()
+
+    def _on_exit(self, child: Child, code: int | None, now: float) -> None:
+        pid, name, extra = child.pid, child.spec.name, {"chain": child.spec.chain}
+        beat = self.heartbeats.pop(name, None)
+        if beat is not None:
+            beat.close()
+        replacing = child.replacement is not None
+        state = child.exited(code, now)
+        reason = child.last_exit.reason if child.last_exit else "?"
+        if state is State.BACKOFF:
+            log.warning("exited %s (pid %s): %s; restarting in %.2fs (failure %d of %d)", name, pid, reason,
+                        child.next_start_at - now, child.failures, self.policy.max_failures, extra=extra)
+        elif state is State.FATAL:
+            log.error("gave up on %s (pid %s): %s; %d failures without a stable run, retrying every %.0fs",
+                      name, pid, reason, child.failures, self.policy.fatal_retry, extra=extra)
+        else:
+            log.info("stopped %s (pid %s): %s%s", name, pid, reason, "; starting it again" if replacing else "",
+                     extra=extra)
+            if not child.wanted and not self.stopping:
+                del self.children[name]
+
+    # --- stop, reload ---------------------------------------------------------------------
+
+    def _begin_stop(self, why: str, now: float) -> None:
+        self.stopping = True
+        grace = self.config.daemon.shutdown_timeout
+        log.info("stopping: %s received; children have %.1fs to exit", why, grace)
+        for child in self.children.values():
+            if child.stop(now, grace):
+                self._send(child, signal.SIGTERM)
+
+    def _kill_all(self, why: str) -> None:
+        log.warning("killing every child: %s", why)
+        for child in self.children.values():
+            if child.pid is not None:
+                child.kill_reason = "killed by SIGKILL at shutdown"
+                self._send(child, signal.SIGKILL)
+
+    def _kill_leftovers(self) -> None:
+        """On the way out (normally none are left): never leave an orphan behind."""
+        for child in self.children.values():
+            if child.pid is not None:
+                self._send(child, signal.SIGKILL)
+                try:
+                    os.waitpid(child.pid, 0)
+                except ChildProcessError:
+                    pass
+                child.exited(-signal.SIGKILL, time.monotonic())
+
+    def _reload(self, now: float) -> None:
+        log.info("reloading config %s", self.config.path)
+        try:
+            config = self.load()
+            specs = self.build_specs(config)
+        except ConfigError as exc:
+            log.error("reload failed: %s; keeping the running config", exc)
+            return
+        except Exception as exc:
+            log.exception("reload failed: %s; keeping the running config", exc)
+            return
+        self.config = config
+        self.pipeline.update(config)
+        started, restarted, stopped = self._apply_specs(specs, now)
+        log.info("reloaded config: %d started, %d restarted, %d stopped", started, restarted, stopped)
+
+    def _apply_specs(self, specs: list[ChildSpec], now: float) -> tuple[int, int, int]:
+        """Make the children match `specs`: start new names, restart changed ones, stop removed ones."""
+        wanted = {spec.name: spec for spec in specs}
+        grace = self.config.daemon.shutdown_timeout
+        started = restarted = stopped = 0
+        for name, child in list(self.children.items()):
+            if name not in wanted and child.wanted:
+                stopped += 1
+                log.info("stopping %s: removed from the config", name, extra={"chain": child.spec.chain})
+                if child.stop(now, grace):
+                    self._send(child, signal.SIGTERM)
+                elif child.state is State.STOPPED:
+                    del self.children[name]
+        for name, spec in wanted.items():
+            child = self.children.get(name)
+            if child is None:
+                self.children[name] = Child(spec, self.policy, next_start_at=now)
+                started += 1
+            elif child.spec.config_fingerprint != spec.config_fingerprint or not child.wanted:
+                restarted += 1
+                log.info("restarting %s: its config changed", name, extra={"chain": spec.chain})
+                if child.stop(now, grace, replacement=spec):
+                    self._send(child, signal.SIGTERM)
+        return started, restarted, stopped
+
+    # --- state file -----------------------------------------------------------------------
+
+    def _publish(self, final: bool = False) -> None:
+        """Write the state file when anything an operator sees has changed."""
+        document = {
+            "version": VERSION, "pid": self._pid, "config": self.config.path,
+            "state": "stopped" if final else "stopping" if self.stopping else "running",
+            "started_at": round(self._started_at, 3),
+            "children": {name: c.snapshot(self._wall_offset) for name, c in self.children.items()},
+        }
+        if document == self._published:
+            return
+        self._published = document
+        try:
+            write_state(state_path(self.config), {**document, "updated_at": round(time.time(), 3)})
+        except OSError as exc:
+            log.warning("state file not written: %s", exc)
+
+
+def _detach() -> tuple[int | None, int | None]:
+    """Double-fork away from the terminal.
+
+    The original process gets (daemon pid, or 0 if it failed before being ready; None); the
+    daemon gets (None, fd to write its pid on once ready).
+    """
+    read_fd, write_fd = os.pipe()
+    first = os.fork()
+    if first:
+        os.close(write_fd)
+        os.waitpid(first, 0)
+        with os.fdopen(read_fd) as pipe:
+            text = pipe.read().strip()
+        return (int(text) if text.isdigit() else 0), None
+    os.close(read_fd)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    return None, write_fd
+
+
+def run_start(config: Config, *, foreground: bool = True, announce: Callable[[str], None] = print,
+              build_specs: SpecBuilder | None = None, policy: RestartPolicy | None = None) -> int:
+    """`transfer-daemon start`: pidfile, logging, database, children; returns the exit status."""
+    pidfile = PidFile(config.daemon.pidfile)
+    stale = pidfile.acquire()
+    ready_fd = None
+    if not foreground:
+        daemon_pid, ready_fd = _detach()
+        if daemon_pid is not None:
+            if not daemon_pid:
+                raise TransferDaemonError(f"start failed; see {config.daemon.log_file or 'the log'}")
+            announce(f"transfer-daemon started (pid {daemon_pid}); log: {config.daemon.log_file}")
+            return 0
+        pidfile.write(os.getpid())
+    pipeline = LogPipeline(config, to_stderr=foreground)
+    pipeline.install()
+    if stale:
+        log.warning("recovered stale pidfile %s (pid %d was not running)", config.daemon.pidfile, stale)
+
+    def ready() -> None:
+        if ready_fd is not None:
+            os.write(ready_fd, f"{os.getpid()}\n".encode())
+            os.close(ready_fd)
+
+    supervisor = Supervisor(config, build_specs=build_specs or database_plan(), load=lambda: load_config(config.path),
+                            pipeline=pipeline, pidfile=pidfile, policy=policy, on_ready=ready)
+    return supervisor.run()
