@@ -258,7 +258,8 @@ def serve(config: SimConfig, host: str = "127.0.0.1", port: int = 8545,
 def start_in_thread(config: SimConfig, host: str = "127.0.0.1", port: int = 0) -> tuple[str, Callable[[], None]]:
     """Serve in a daemon thread (tests, demo): returns the base URL and a stop function."""
     server = _make_server(config, host, port)
-    thread = threading.Thread(target=server.serve_forever, name="simulator", daemon=True)
+    # A short poll interval so stop() returns promptly (shutdown waits for the next poll).
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="simulator", daemon=True)
     thread.start()
 
     def stop() -> None:
