@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from upstream_fixtures import sample, sample_bytes
 
-from tests.upstream_fixtures import sample, sample_bytes
 from transfer_daemon.upstream import classify as c
 
 ERRORS = sample("etherscan-family-errors.json")

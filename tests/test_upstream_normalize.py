@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 
 import pytest
+from upstream_fixtures import sample
 
-from tests.upstream_fixtures import sample
 from transfer_daemon.model import TRANSFER_TOPIC
 from transfer_daemon.upstream.normalize import normalize_logs, normalize_tokentx
 

@@ -1,0 +1,83 @@
+"""Upstream sources: explorer APIs (`etherscan`, `etherscan_logs`) and JSON-RPC (`rpc_logs`).
+
+Every call goes through the shared per-key limiter (`limiter.py`) and the retrying HTTP layer
+(`http.py`); answers are read by `classify.py` and rows turned into `Transfer`s by `normalize.py`.
+The clients know nothing of the store.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from transfer_daemon.config import ChainConfig
+from transfer_daemon.model import Quarantined, Transfer
+
+
+@dataclass(slots=True)
+class FetchResult:
+    """Transfers of [from_block, covered_to], ascending; every block in that range is complete."""
+
+    transfers: list[Transfer]
+    quarantined: list[Quarantined]
+    skipped: int
+    covered_to: int
+    calls: int = 0  # upstream HTTP requests made (retries excluded)
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class UpstreamSource(Protocol):
+    chain: ChainConfig
+
+    def head_block(self) -> int: ...
+
+    def fetch_blocks(self, from_block: int, to_block: int, *, max_calls: int | None = None) -> FetchResult:
+        """Ascending, whole blocks only; stops early when `max_calls` is spent."""
+
+    def block_hashes(self, blocks: Sequence[int]) -> dict[int, bytes]:
+        """Current canonical hashes (never cached) — for reorg checks."""
+
+    def latest_transfers(self, limit: int) -> list[Transfer]:
+        """Newest first, for the API's upstream mode."""
+
+
+def latest_by_windows(source: UpstreamSource, limit: int, first_span: int = 16, rounds: int = 4) -> list[Transfer]:
+    """Newest `limit` transfers for sources that cannot sort descending: windows back from the head.
+
+    Busy chains fill `limit` from the first few blocks; quiet ones widen the window 4x per round.
+    """
+    hi = source.head_block()
+    span, found = first_span, []
+    for _ in range(rounds):
+        lo = max(0, hi - span + 1)
+        found.extend(source.fetch_blocks(lo, hi).transfers)
+        if len(found) >= limit or lo == 0:
+            break
+        hi, span = lo - 1, span * 4
+    return newest_first(found, limit)
+
+
+def newest_first(transfers: list[Transfer], limit: int) -> list[Transfer]:
+    """The API order, newest first; rows that tie (tokentx ordinals of different transactions)
+    come out in reverse upstream order, as a descending upstream listing gives them."""
+    transfers.sort(key=lambda t: (t.time_stamp, t.block_number, t.log_index))
+    transfers.reverse()
+    return transfers[:limit]
+
+
+def make_source(chain: ChainConfig, *, limiter_dir: str, environ: Mapping[str, str] = os.environ) -> UpstreamSource:
+    """The client for `chain.kind`, with its limiter (shared through `limiter_dir`) and retries."""
+    from transfer_daemon.upstream.http import HttpClient
+    from transfer_daemon.upstream.limiter import Limiter
+
+    limiter = Limiter(limiter_dir, chain.limiter_key, chain.rate_limit_per_sec, chain.rate_limit_burst)
+    http = HttpClient(chain, limiter, environ=environ)
+    if chain.kind == "rpc_logs":
+        from transfer_daemon.upstream.rpc import RpcSource
+
+        return RpcSource(chain, http)
+    from transfer_daemon.upstream.etherscan import ExplorerSource
+
+    return ExplorerSource(chain, http)

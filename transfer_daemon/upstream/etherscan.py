@@ -1,0 +1,275 @@
+"""Explorer client: kinds `etherscan` (account/tokentx) and `etherscan_logs` (logs/getLogs).
+
+Speaks Etherscan v2 (`/v2/api?chainid=N`), v1-style *scan base URLs (no chainid) and Blockscout's
+Etherscan-compatible API. Both kinds take one contract per call, so each contract is its own
+call series.
+
+Window walking: every page is asked with `page=1` from a moving start block, so `page × offset`
+never reaches the explorer's 10,000-result window however long the range. A full page may end
+inside a block: that trailing block's rows are dropped and the next call starts at that block,
+so only whole blocks are ever handed on (tokentx keys are ordinals within a block's rows).
+A full page holding a single block is read alone, page after page, up to the 10,000 window; a
+block with more rows than that cannot be read whole through this API: the rows that can be read
+are kept and one `Quarantined` record names the block so the gap is visible as an event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from transfer_daemon.config import ChainConfig
+from transfer_daemon.errors import InvalidApiKey, RateLimited, ResultWindowExceeded, UpstreamError
+from transfer_daemon.model import TRANSFER_TOPIC, Quarantined, Transfer
+from transfer_daemon.upstream import FetchResult, latest_by_windows, newest_first
+from transfer_daemon.upstream import classify as c
+from transfer_daemon.upstream.http import HttpClient, check_status, fail
+from transfer_daemon.upstream.normalize import Normalized, normalize_logs, normalize_tokentx
+
+log = logging.getLogger(__name__)
+RESULT_WINDOW = 10_000
+LOGS_PAGE_MAX = 1000  # logs/getLogs returns at most 1000 records per call on every plan
+
+
+class QueryTimeout(UpstreamError):
+    """'Query Timeout occured. Please select a smaller result dataset': narrow the block window."""
+
+
+@dataclass
+class _Budget:
+    limit: int | None
+    used: int = 0
+
+    def spent(self) -> bool:
+        return self.limit is not None and self.used >= self.limit
+
+    def use(self) -> None:
+        self.used += 1
+
+
+def _seconds_to_utc_midnight() -> float:
+    now = datetime.now(UTC)
+    return ((now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0) - now).total_seconds()
+
+
+def refusal(kind: str, message: str, retry_after: float | None = None) -> UpstreamError:
+    """An explorer verdict other than rows/empty -> the exception the HTTP layer acts on."""
+    if kind == c.RATE_LIMITED:
+        return fail("rate_limited", message, retryable=True, kind=RateLimited, retry_after=retry_after)
+    if kind == c.DAILY_LIMIT:
+        return fail("rate_limited", message, retryable=False, kind=RateLimited,
+                    retry_after=_seconds_to_utc_midnight())
+    if kind == c.INVALID_KEY:
+        return fail("invalid_key", message, retryable=False, kind=InvalidApiKey)
+    if kind == c.RESULT_WINDOW:
+        return fail("result_window", message, retryable=False, kind=ResultWindowExceeded)
+    if kind == c.QUERY_TIMEOUT:
+        return fail("query_timeout", message, retryable=False, kind=QueryTimeout)
+    if kind == c.MALFORMED:
+        return fail("malformed", message, retryable=True)
+    return fail("error", message, retryable=False)
+
+
+class ExplorerSource:
+    """`UpstreamSource` over an Etherscan-compatible explorer API."""
+
+    def __init__(self, chain: ChainConfig, http: HttpClient, *, address: str | None = None) -> None:
+        self.chain = chain
+        self.http = http
+        self.address = address  # optional tokentx filter: transfers from or to this address only
+        self.logs = chain.kind == "etherscan_logs"
+        self.offset = min(chain.page_size, LOGS_PAGE_MAX) if self.logs else chain.page_size
+        self._contracts = frozenset(bytes.fromhex(a[2:]) for a in chain.contracts)
+        self._v2 = "/v2/" in urlsplit(chain.base_url).path + "/"
+
+    @property
+    def stats(self):
+        return self.http.stats
+
+    # --- calls ---------------------------------------------------------------------------------
+
+    def _params(self, params: dict[str, Any]) -> dict[str, Any]:
+        full = {"chainid": self.chain.id} if self._v2 else {}
+        full.update(params)
+        key = self.http.api_key()
+        if key:
+            full["apikey"] = key
+        return full
+
+    def _interpret_list(self, response: requests.Response) -> list:
+        check_status(response)
+        if response.status_code != 200:
+            raise fail("http_4xx", f"HTTP {response.status_code}", retryable=False)
+        answer = c.classify_explorer_body(response.content)
+        if answer.warning:
+            self.http.warn_once(answer.warning)
+        if answer.kind in (c.ROWS, c.EMPTY):
+            return answer.result
+        raise refusal(answer.kind, answer.message, answer.retry_after)
+
+    def _interpret_proxy(self, response: requests.Response) -> Any:
+        check_status(response)
+        payload, problem = c.parse_body(response.content)
+        if problem:
+            raise fail("malformed", problem, retryable=True)
+        kind, value = c.classify_proxy(payload)
+        if kind == c.ROWS:
+            return value
+        raise refusal(kind, str(value), 1.0 if kind == c.RATE_LIMITED else None)
+
+    def _get(self, params: dict[str, Any], interpret: Callable[[requests.Response], Any], what: str) -> Any:
+        return self.http.call("GET", self.chain.base_url, interpret, params=self._params(params), what=what)
+
+    def _page(self, contract: str, lo: int, hi: int | None, page: int, sort: str = "asc", offset: int = 0) -> list:
+        offset = offset or self.offset
+        if self.logs:
+            params = {"module": "logs", "action": "getLogs", "address": contract, "topic0": TRANSFER_TOPIC,
+                      "fromBlock": lo, "toBlock": hi, "page": page, "offset": offset}
+        else:
+            params = {"module": "account", "action": "tokentx", "contractaddress": contract,
+                      "startblock": lo, "endblock": hi, "page": page, "offset": offset, "sort": sort}
+            if self.address:
+                params["address"] = self.address
+            if hi is None:
+                del params["startblock"], params["endblock"]
+        what = f"{params['module']}/{params['action']} {contract} {lo}-{hi} page {page}"
+        return self._get(params, self._interpret_list, what)
+
+    def _normalize(self, rows: list) -> Normalized:
+        if self.logs:
+            return normalize_logs(self.chain.id, rows)
+        return normalize_tokentx(self.chain.id, rows, self._contracts)
+
+    def _block_of(self, row: Any) -> int | None:
+        try:
+            value = row["blockNumber"]
+            return int(value, 16) if self.logs else int(value)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    # --- UpstreamSource --------------------------------------------------------------------------
+
+    def head_block(self) -> int:
+        result = self._get({"module": "proxy", "action": "eth_blockNumber"}, self._interpret_proxy, "eth_blockNumber")
+        try:
+            return int(result, 16)
+        except (TypeError, ValueError):
+            raise fail("malformed", f"eth_blockNumber answered {str(result)[:40]!r}", retryable=False) from None
+
+    def block_hashes(self, blocks: Sequence[int]) -> dict[int, bytes]:
+        hashes = {}
+        for number in blocks:
+            params = {"module": "proxy", "action": "eth_getBlockByNumber", "tag": hex(number), "boolean": "false"}
+            block = self._get(params, self._interpret_proxy, f"eth_getBlockByNumber {number}")
+            if isinstance(block, dict) and isinstance(block.get("hash"), str) and len(block["hash"]) == 66:
+                hashes[number] = bytes.fromhex(block["hash"][2:])
+        return hashes
+
+    def fetch_blocks(self, from_block: int, to_block: int, *, max_calls: int | None = None) -> FetchResult:
+        contracts = self.chain.contracts
+        # Each contract gets its share of the calls, so one busy contract cannot starve the rest.
+        share = None if max_calls is None else max(1, max_calls // len(contracts))
+        total, covered, calls = Normalized(), to_block, 0
+        for contract in contracts:
+            budget = _Budget(share)
+            out, contract_covered = self._walk(contract, from_block, to_block, budget)
+            calls += budget.used
+            total.extend(out)
+            covered = min(covered, contract_covered)
+        transfers = [t for t in total.transfers if t.block_number <= covered]
+        # Stable: within a block tokentx rows keep the explorer's order (their ordinals follow it).
+        transfers.sort(key=(lambda t: (t.block_number, t.log_index)) if self.logs else (lambda t: t.block_number))
+        return FetchResult(transfers, total.quarantined, total.skipped, covered, calls, total.skipped_reasons)
+
+    def latest_transfers(self, limit: int) -> list[Transfer]:
+        if self.logs:
+            return latest_by_windows(self, limit)
+        found: list[Transfer] = []
+        # A full page's oldest block may be partial and is dropped: ask for more rows than needed.
+        offset = min(RESULT_WINDOW, max(limit, self.offset))
+        for contract in self.chain.contracts:
+            rows = self._page(contract, 0, None, 1, sort="desc", offset=offset)
+            rows.reverse()  # ascending, as the ordinal rule is stated
+            if len(rows) == offset:
+                oldest = self._block_of(rows[0])  # it may continue on the next page: drop it
+                rows = [row for row in rows if self._block_of(row) != oldest]
+            found.extend(self._normalize(rows).transfers)
+        return newest_first(found, limit)
+
+    # --- window walking ----------------------------------------------------------------------------
+
+    def _walk(self, contract: str, lo: int, hi: int, budget: _Budget) -> tuple[Normalized, int]:
+        """Read [lo, hi] for one contract -> (whole blocks read, last block covered)."""
+        out, start, span = Normalized(), lo, hi - lo + 1
+        while start <= hi:
+            if budget.spent():
+                return out, start - 1
+            end = min(hi, start + span - 1)
+            budget.use()
+            try:
+                rows = self._page(contract, start, end, 1)
+            except QueryTimeout:
+                if end == start:
+                    raise
+                span = max(1, (end - start + 1) // 2)
+                log.warning("narrowed window [%s]: query timeout on %s blocks %d-%d, now %d blocks",
+                            self.chain.name, contract, start, end, span)
+                continue
+            span = min(hi - lo + 1, span * 2)
+            if len(rows) < self.offset:
+                out.extend(self._normalize(rows))
+                start = end + 1
+                continue
+            keep, tail = self._split_tail(rows, start, end)
+            if tail > start:
+                out.extend(self._normalize(keep))
+                start = tail
+            else:
+                out.extend(self._whole_block(contract, start, rows, budget))
+                start += 1
+        return out, hi
+
+    def _split_tail(self, rows: list, start: int, end: int) -> tuple[list, int]:
+        """A full page -> (rows of the blocks before its last block, that last block)."""
+        cut = len(rows)
+        tail = None
+        while cut > 0:
+            block = self._block_of(rows[cut - 1])
+            if block is not None and tail is not None and block != tail:
+                break
+            tail = tail if block is None else block
+            cut -= 1
+        if tail is None or not start <= tail <= end:
+            raise fail("malformed", f"page for blocks {start}-{end} ends at block {tail}", retryable=False,
+                       chain=self.chain.name)
+        return rows[:cut], tail
+
+    def _whole_block(self, contract: str, block: int, first: list, budget: _Budget) -> Normalized:
+        """All rows of one block that fills pages by itself (pages beyond the budget: never half a block)."""
+        rows, page, last = list(first), 1, first
+        while len(last) == self.offset:
+            if (page + 1) * self.offset > RESULT_WINDOW:
+                return self._window_capped(contract, block, rows)
+            page += 1
+            budget.use()
+            try:
+                last = self._page(contract, block, block, page)
+            except ResultWindowExceeded:
+                return self._window_capped(contract, block, rows)
+            rows.extend(last)
+        return self._normalize(rows)
+
+    def _window_capped(self, contract: str, block: int, rows: list) -> Normalized:
+        out = self._normalize(rows)
+        reason = (f"block {block} holds more than {len(rows)} transfers of {contract}: the explorer's "
+                  f"{RESULT_WINDOW}-result window hides the rest (use kind rpc_logs for this chain)")
+        log.error("quarantined [%s]: %s", self.chain.name, reason)
+        raw = {"blockNumber": block, "contractAddress": contract, "rowsRead": len(rows)}
+        out.quarantined.append(Quarantined(self.chain.id, reason, raw))
+        return out
