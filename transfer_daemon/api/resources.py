@@ -20,6 +20,7 @@ from flask import Flask, current_app
 from transfer_daemon.cache import WarmCache
 from transfer_daemon.config import ChainConfig, Config, redact_url
 from transfer_daemon.errors import StoreNotReady
+from transfer_daemon.upstream.http import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 POOL_TIMEOUT_S = 3.0
 #: SQLSTATE classes meaning "the schema is not there (yet)": undefined table/function/column
 _NOT_MIGRATED = ("42P01", "42883", "42703")
+#: upstream mode answers a waiting client: two attempts within 5 s, then the store answers
+UPSTREAM_POLICY = RetryPolicy(max_attempts=2, max_total_s=5.0, initial_s=0.5, maximum_s=1.0)
 
 
 class Resources:
@@ -78,7 +81,10 @@ class Resources:
             if self._sources_pid != os.getpid():
                 self._sources, self._sources_pid = {}, os.getpid()
             if chain.id not in self._sources:
-                self._sources[chain.id] = make_source(chain, limiter_dir=self.limiter_dir)
+                source = make_source(chain, limiter_dir=self.limiter_dir)
+                # a request cannot wait through the workers' long retry schedule (minutes)
+                source.http.policy = UPSTREAM_POLICY
+                self._sources[chain.id] = source
             return self._sources[chain.id]
 
     def close(self) -> None:

@@ -49,7 +49,7 @@ def _unix(value: object) -> float | None:
 
 
 def _event_time(event: dict) -> float | None:
-    for key in ("at", "created_at", "recorded_at", "time"):
+    for key in ("occurred_at", "at"):
         if key in event:
             return _unix(event[key])
     return None

@@ -1,0 +1,231 @@
+"""Benchmark the API server (gunicorn, as `start` runs it) with wrk against N stored transfers.
+
+    python scripts/bench_api.py [--rows 5000000] [--database-url URL] [--seconds 5]
+
+Loads `--rows` synthetic transfers over two chains through the store's bulk path (skipped when
+the bench database already holds them), starts run_api with a /_bench/static route serving a
+static JSON body as large as a warm page 1, warms the cache, then runs wrk at 10 and 50
+connections per query kind. Prints throughput, p50 and p99 per kind and each kind's throughput
+as a ratio of the static body's, measured in the same run on the same server.
+Needs `wrk` on PATH (Debian: apt-get install wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from transfer_daemon import cache, store
+from transfer_daemon.config import parse_config, redact_url
+from transfer_daemon.db.migrate import migrate
+from transfer_daemon.model import Cursor, Transfer
+
+CHAINS = ((1, "ethereum"), (25, "cronos"))
+ADDRESSES = [random.Random(i).randbytes(20) for i in range(20_000)]
+CONTRACT = bytes.fromhex("aa" * 20)
+BATCH = 100_000
+WRK_LUA = r"""
+local paths, i = {}, 0
+for line in io.lines(os.getenv("BENCH_PATHS")) do paths[#paths + 1] = line end
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT requests=%d seconds=%.3f errors=%d non2xx=%d p50_us=%d p99_us=%d\n",
+    summary.requests, summary.duration / 1e6,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def bench_database(server_url: str) -> str:
+    """A database `td_bench` beside the given one, created when missing, migrated."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'td_bench'").fetchone():
+            conn.execute("CREATE DATABASE td_bench")
+    url = urlunsplit(urlsplit(server_url)._replace(path="/td_bench"))
+    migrate(url)
+    return url
+
+
+def generate(chain_id: int, start: int, count: int, now: int, span_s: int, rng: random.Random) -> list[Transfer]:
+    """`count` transfers ending `now`, evenly spread over `span_s`, a block every 2 rows."""
+    out = []
+    total_blocks = 10_000_000
+    for n in range(start, start + count):
+        out.append(Transfer(
+            chain_id=chain_id, block_number=total_blocks + n // 2, time_stamp=now - span_s + n * span_s // (2 * count),
+            tx_hash=rng.randbytes(32), log_index=n % 2, from_address=rng.choice(ADDRESSES),
+            to_address=rng.choice(ADDRESSES), value=rng.getrandbits(80), contract_address=CONTRACT,
+            block_hash=rng.randbytes(32), gas_used=21000, gas_price=10**9, method_id="0xa9059cbb",
+        ))
+    return out
+
+
+def load(url: str, rows: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        have = sum(store.chain_stats(conn, chain_id).rows for chain_id, _ in CHAINS)
+        if have >= rows:
+            print(f"# reusing {have} stored transfers in {redact_url(url)}")
+            return
+        conn.execute("TRUNCATE transfers")
+    now, span = int(time.time()) - 3600, 60 * 86400
+    per_chain = rows // len(CHAINS)
+    rng = random.Random(7)
+    started = time.monotonic()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for chain_id, _ in CHAINS:
+            for start in range(0, per_chain, BATCH):
+                # every chain's rows span the same 60 days; n // 2 keeps whole blocks per batch
+                batch = generate(chain_id, start, min(BATCH, per_chain - start), now, span, rng)
+                top = batch[-1].block_number
+                store.write_batch(conn, chain_id, batch, cursor=Cursor(chain_id, synced_block=top), event=None)
+        conn.execute("ANALYZE")
+    print(f"# loaded {per_chain * len(CHAINS)} transfers in {time.monotonic() - started:.0f} s")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(base: str, path: str) -> bytes:
+    with urllib.request.urlopen(base + path, timeout=10) as response:
+        return response.read()
+
+
+def deep_cursors(base: str, rng: random.Random, count: int) -> list[str]:
+    """nextCursor values of pages that start at random points deep in history."""
+    import json
+
+    out = []
+    now = int(time.time())
+    for _ in range(count):
+        chain_id = rng.choice([c for c, _ in CHAINS])
+        until = now - rng.randint(5, 55) * 86400
+        page = json.loads(get(base, f"/api/transfers?chainId={chain_id}&until={until}&pageSize=25"))
+        out.append(f"/api/transfers?chainId={chain_id}&until={until}&cursor={page['nextCursor']}")
+    return out
+
+
+def query_kinds(base: str) -> dict[str, list[str]]:
+    rng = random.Random(11)
+    return {
+        "static": ["/_bench/static"],
+        "page1_chain": [f"/api/transfers?chainId={c}" for c, _ in CHAINS],
+        "page1_aggregate": ["/api/transfers"],
+        "cursor_deep": deep_cursors(base, rng, 200),
+        "address": [f"/api/transfers?chainId={rng.choice([0, 1, 25])}&address=0x{rng.choice(ADDRESSES).hex()}"
+                    for _ in range(500)],
+    }
+
+
+def run_wrk(base: str, paths: list[str], connections: int, seconds: int, workdir: Path) -> dict[str, float]:
+    paths_file, lua = workdir / "paths.txt", workdir / "bench.lua"
+    paths_file.write_text("\n".join(paths) + "\n")
+    lua.write_text(WRK_LUA)
+    threads = min(2, connections)
+    result = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(lua), base],
+        capture_output=True, text=True, env={**os.environ, "BENCH_PATHS": str(paths_file)}, check=True,
+    )
+    match = re.search(r"RESULT (.*)", result.stdout)
+    if not match:
+        raise RuntimeError(f"wrk printed no result: {result.stdout} {result.stderr}")
+    figures = {k: float(v) for k, v in (pair.split("=") for pair in match.group(1).split())}
+    figures["rps"] = figures["requests"] / figures["seconds"]
+    return figures
+
+
+def serve(config, url: str, static_body: bytes) -> multiprocessing.Process:
+    from transfer_daemon.api.server import run_api
+
+    process = multiprocessing.get_context("fork").Process(
+        target=run_api, args=(config, url), kwargs={"app_options": {"bench_static": static_body}}, daemon=False)
+    process.start()
+    return process
+
+
+def wait_ready(base: str, deadline_s: float = 30) -> None:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            get(base, "/healthz")
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--database-url", default=os.environ.get("TRANSFERS_TEST_DATABASE_URL",
+                                                                 "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", default="10,50")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("bench_api: wrk not found on PATH; install it (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    url = bench_database(args.database_url)
+    load(url, args.rows)
+    workdir = Path(tempfile.mkdtemp(prefix="bench_api_"))
+    port = free_port()
+    config = parse_config({
+        "daemon": {"data_dir": str(workdir / "data"), "log_file": ""},
+        "api": {"port": port, "workers": 2, "threads": 4},
+        "chains": [{"id": c, "name": n, "kind": "etherscan", "base_url": "http://127.0.0.1:9/api",
+                    "contracts": ["0x" + CONTRACT.hex()]} for c, n in CHAINS],
+    }, {})
+    with psycopg.connect(url, autocommit=True) as conn:
+        cache.warm(config, conn)
+        page = cache.compute_page(conn, (1,), 25, "desc")
+    static_body = b'{"chainId":1,"page":1,"pageSize":25,"source":"store",' + page + b"}"
+    base = f"http://127.0.0.1:{port}"
+    server = serve(config, url, static_body)
+    try:
+        wait_ready(base)
+        report(base, args, workdir)
+    finally:
+        server.terminate()
+        server.join(30)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def report(base: str, args: argparse.Namespace, workdir: Path) -> None:
+    kinds = query_kinds(base)
+    print(f"# rows={args.rows} server=gunicorn gthread workers=2 threads=4 seconds={args.seconds} "
+          f"static_body_bytes={len(get(base, '/_bench/static'))}")
+    for connections in (int(c) for c in args.connections.split(",")):
+        static_rps = None
+        for kind, paths in kinds.items():
+            run_wrk(base, paths, connections, 1, workdir)  # warm-up: pool connections, cache handles
+            f = run_wrk(base, paths, connections, args.seconds, workdir)
+            static_rps = f["rps"] if kind == "static" else static_rps
+            print(f"{kind:16s} c={connections:<3d} rps={f['rps']:8.0f} p50={f['p50_us'] / 1000:6.2f}ms "
+                  f"p99={f['p99_us'] / 1000:6.2f}ms errors={int(f['errors'] + f['non2xx'])} "
+                  f"ratio_vs_static={f['rps'] / static_rps:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
