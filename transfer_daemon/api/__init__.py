@@ -14,7 +14,7 @@ import orjson
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from transfer_daemon import metrics
+from transfer_daemon import metrics as process_metrics  # `metrics` is the submodule with the route
 from transfer_daemon.api import resources
 from transfer_daemon.api.params import ParameterError
 from transfer_daemon.config import Config
@@ -68,7 +68,8 @@ def _register_timing(app: Flask) -> None:
     def observe(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "unmatched"
         if "started" in g:
-            metrics.API_LATENCY.labels(route, str(response.status_code)).observe(time.perf_counter() - g.started)
+            elapsed = time.perf_counter() - g.started
+            process_metrics.API_LATENCY.labels(route, str(response.status_code)).observe(elapsed)
         return response
 
 
@@ -79,7 +80,7 @@ def create_app(config: Config, database_url: str, *, bench_static: bytes | None 
 
     app = Flask(__name__)
     app.json.sort_keys = False
-    metrics.init_multiprocess(config.daemon.data_dir)
+    process_metrics.init_multiprocess(config.daemon.data_dir)
     resources.init_app(app, config, database_url)
     _register_errors(app)
     _register_timing(app)
