@@ -25,7 +25,8 @@ def test_same_seed_same_chain_other_seed_other_chain() -> None:
     assert list(one.truth(head - 300, head, head)) == list(two.truth(head - 300, head, head))
     assert one.block(head, head) == two.block(head, head)
     assert one.block(head, head).hash != other.block(head, head).hash
-    assert [t.tx_hash for t in one.truth(head - 50, head, head)] != [t.tx_hash for t in other.truth(head - 50, head, head)]
+    hashes = [[t.tx_hash for t in chain.truth(head - 50, head, head)] for chain in (one, other)]
+    assert hashes[0] != hashes[1]
 
 
 def test_head_follows_the_clock_and_timestamps_match() -> None:
@@ -120,7 +121,8 @@ def test_unknown_contract_or_address_answers_at_once() -> None:
 
 
 def test_parse_chains() -> None:
-    assert parse_chains("1:etherscan,25:rpc_logs") == (ChainSpec(1, "etherscan", True), ChainSpec(25, "rpc_logs", False))
+    assert parse_chains("1:etherscan,25:rpc_logs") == (
+        ChainSpec(1, "etherscan", True), ChainSpec(25, "rpc_logs", False))
     assert parse_chains("25:rpc_logs:ts, 5:etherscan_logs:nots") == (
         ChainSpec(25, "rpc_logs", True), ChainSpec(5, "etherscan_logs", False))
     for bad in ("1", "x:etherscan", "1:other", "1:rpc_logs:maybe"):
