@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -242,18 +243,33 @@ def backfill(ctx: IngestContext, budget_s: float | None = None,
              progress: Callable[[Cursor], None] | None = None) -> bool:
     """Walk backward window by window from the oldest stored block to the target, until done,
     `budget_s` is spent or a stop is requested. Resumes from the cursor after any crash.
-    Returns True when the backfill is complete."""
+    Returns True when the backfill is complete.
+
+    One committer thread writes window N while window N+1 is fetched, so the database time hides
+    behind the rate limiter's pauses; windows still commit strictly in order, one at a time.
+    """
     if not ctx.may_call_upstream:
         return False
     cursor = _reopen_if_extended(ctx, ensure_anchor(ctx))
     deadline = None if budget_s is None else ctx.clock() + budget_s
-    while not cursor.backfill_done:
-        if not ctx.may_call_upstream or (deadline is not None and ctx.clock() >= deadline):
-            return False
-        cursor = _backfill_one_window(ctx, cursor)
-        if progress is not None:
-            progress(cursor)
-    return True
+    pending: Future | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"commit-{ctx.chain.name}") as committer:
+        try:
+            while not cursor.backfill_done:
+                if not ctx.may_call_upstream or (deadline is not None and ctx.clock() >= deadline):
+                    break
+                cursor, pending = _backfill_one_window(ctx, cursor, committer, pending, progress)
+        finally:
+            if pending is not None:
+                _committed(pending, progress)
+    return cursor.backfill_done
+
+
+def _committed(pending: Future, progress: Callable[[Cursor], None] | None) -> Cursor:
+    cursor = pending.result()
+    if progress is not None:
+        progress(cursor)
+    return cursor
 
 
 def _cutoff(ctx: IngestContext) -> float:
@@ -326,23 +342,30 @@ def _fetch_whole(ctx: IngestContext, window: planning.Window) -> Any:
     return transfers, quarantined
 
 
-def _backfill_one_window(ctx: IngestContext, cursor: Cursor) -> Cursor:
-    chain = ctx.chain
-    ctx.backfill_span = ctx.backfill_span or _initial_span(chain)
+def _backfill_one_window(ctx: IngestContext, cursor: Cursor, committer: ThreadPoolExecutor,
+                         pending: Future | None, progress: Callable[[Cursor], None] | None
+                         ) -> tuple[Cursor, Future | None]:
+    """Fetch the next window whole, wait for the previous commit, hand this one to the committer.
+    Returns the cursor as it will be once this window commits, and the pending commit."""
+    ctx.backfill_span = ctx.backfill_span or _initial_span(ctx.chain)
     window = planning.backfill_window(cursor, ctx.backfill_span)
-    if window is None:
-        return _commit_backfill(ctx, None, [], [], cursor.backfill_target_block or 0, True)
-    fetched = _fetch_whole(ctx, window)
+    fetched = _fetch_whole(ctx, window) if window is not None else ([], [])
+    if pending is not None:
+        _committed(pending, progress)  # in order, and chain_stats below sees its rows
     if fetched is None:
-        return cursor
+        return cursor, None
     transfers, quarantined = fetched
+    if window is None:  # the target moved above what is stored: nothing left to fetch
+        target = cursor.backfill_target_block or 0
+        return replace(cursor, backfill_done=True), committer.submit(
+            _commit_backfill, ctx, None, [], [], target, True)
     oldest = min(((t.block_number, t.time_stamp) for t in transfers), default=None)
     target = _target(ctx, oldest, cursor.synced_block or window.hi)
     done = planning.backfill_reached(window.lo, target, oldest[1] if oldest else None, _cutoff(ctx))
-    cursor = _commit_backfill(ctx, window, transfers, quarantined, target, done)
     ctx.backfill_span = planning.next_span(ctx.backfill_span, len(transfers), BACKFILL_ROWS_GOAL,
-                                           *_span_bounds(chain))
-    return cursor
+                                           *_span_bounds(ctx.chain))
+    future = committer.submit(_commit_backfill, ctx, window, transfers, quarantined, target, done)
+    return planning.backfilled_cursor(cursor, window, target, done), future
 
 
 def _commit_backfill(ctx: IngestContext, window: planning.Window | None, transfers: list[Transfer],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 
 import psycopg
 
@@ -47,8 +48,9 @@ class ChainLock:
         if self._conn is not None:
             return True
         try:
-            conn = psycopg.connect(self.database_url, autocommit=True,
-                                   application_name=f"transfer-daemon lock {self.chain_name}", **_CONNECT_OPTIONS)
+            # the pid in application_name tells operators (and tests) which process holds the chain
+            name = f"transfer-daemon lock {self.chain_name} pid {os.getpid()}"
+            conn = psycopg.connect(self.database_url, autocommit=True, application_name=name, **_CONNECT_OPTIONS)
         except psycopg.Error as exc:
             log.warning("failed chain=%s lock: cannot connect to %s: %s", self.chain_name,
                         redact_url(self.database_url), type(exc).__name__)
