@@ -22,7 +22,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from transfer_daemon.config import Config, redact_url
 
@@ -116,8 +116,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
-@dataclass(frozen=True)
-class ParsedLine:
+class ParsedLine(NamedTuple):
     level: int
     tag: str
     chain: str | None
@@ -248,7 +247,9 @@ class LogPipeline:
         os.dup2(write_fd, 1)
         os.dup2(write_fd, 2)
         os.close(write_fd)
-        sys.stdout.reconfigure(line_buffering=True)
+        # Fresh line-buffered streams on the pipe, whatever sys.stdout/stderr had been replaced by.
+        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
         set_process_context(tag, chain)
         handler = PipeHandler(2)
         handler.addFilter(ContextFilter())
