@@ -65,7 +65,7 @@ def test_each_fault_type_looks_like_the_real_failure(start_sim: Callable[..., st
         json.loads(seen["malformed"][0].content)
     assert seen["html"][0].status_code == 200 and seen["html"][0].headers["Content-Type"].startswith("text/html")
     assert seen["rate_limit_200"][0].json() == {"status": "0", "message": "NOTOK",
-                                                 "result": "Max calls per sec rate limit reached (0/sec)"}
+                                                 "result": "Max rate limit reached"}
     faults = _stats(url)["faults"]
     assert faults == {fault: 1 for fault in FAULT_TYPES}
 

@@ -38,7 +38,8 @@ def notok(text: str) -> dict:
 
 
 def rate_limited(rate: float) -> dict:
-    return notok(f"Max calls per sec rate limit reached ({rate:g}/sec)")
+    """Etherscan's per-second answer; its older generic wording when no per-second rate is enforced."""
+    return notok(f"Max calls per sec rate limit reached ({rate:g}/sec)" if rate > 0 else "Max rate limit reached")
 
 
 def answer(chain: SimChain, head: int, query: Mapping[str, str]) -> dict:
