@@ -58,3 +58,13 @@ def make_database(pg_server_url: str) -> Iterator[Callable[[], str]]:
 @pytest.fixture
 def empty_database_url(make_database: Callable[[], str]) -> str:
     return make_database()
+
+
+@pytest.fixture
+def database_url(make_database: Callable[[], str]) -> str:
+    """A new database with the schema migrated (every numbered migration applied)."""
+    from transfer_daemon.db.migrate import migrate
+
+    url = make_database()
+    migrate(url)
+    return url

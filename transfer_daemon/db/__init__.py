@@ -1,0 +1,1 @@
+"""Database plumbing: the embedded server, per-process pools, numbered migrations, partitions."""

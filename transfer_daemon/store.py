@@ -1,0 +1,378 @@
+"""The store: batched writes with their cursor and event, reorg repair, cursors, events,
+freshness, retention. Keyset queries live in `store_query` and are re-exported here.
+
+Every function takes a psycopg Connection. Writers open and commit their own transaction, so
+they need a connection outside a transaction (the pools from `db.pool` are autocommit).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from transfer_daemon.db import partitions
+from transfer_daemon.model import Cursor, IngestEvent, Quarantined, Transfer
+from transfer_daemon.store_cursor import CursorPosition, decode_cursor, encode_cursor
+from transfer_daemon.store_query import MAX_OFFSET, TransferPage, TransferQuery, query_transfers
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MAX_OFFSET", "ChainStats", "CursorPosition", "Freshness", "TransferPage", "TransferQuery",
+    "apply_retention", "chain_stats", "data_version", "decode_cursor", "encode_cursor", "freshness",
+    "get_cursor", "known_transfer_keys", "query_transfers", "recent_events", "record_event",
+    "replace_from_block", "stored_block_hashes", "write_batch",
+]
+
+#: pg_advisory_xact_lock class serializing writers of one chain (second key: the chain id).
+WRITE_LOCK_CLASS = 0x74640003
+#: events whose recording counts as a successful ingest for freshness.
+SUCCESS_STATUSES = frozenset({"ingested", "reorg"})
+_COPY_TYPES = ["int8", "int8", "int4", "int4", "bytea", "bytea", "bytea", "numeric", "numeric", "numeric", "bytea"]
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    chain_id: int
+    last_ingested_at: float | None  # unix seconds of the last successful ingest commit
+    newest_transfer_at: int | None  # unix seconds of the newest stored transfer
+    lag_seconds: float | None  # now - last_ingested_at
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStats:
+    chain_id: int
+    rows: int
+    oldest_block: int | None
+    newest_block: int | None
+    oldest_time: int | None
+    newest_time: int | None
+
+
+class _DatabaseCache:
+    """What this process already knows exists in one database: stream ids, partitions."""
+
+    def __init__(self) -> None:
+        self.streams: dict[tuple[int, bytes], int] = {}
+        self.months: set[tuple[int, int]] = set()
+
+
+_caches: dict[tuple[str, int, str], _DatabaseCache] = {}
+_staged: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
+
+
+def _cache(conn: psycopg.Connection) -> _DatabaseCache:
+    key = (conn.info.host, conn.info.port, conn.info.dbname)
+    if key not in _caches:
+        _caches[key] = _DatabaseCache()
+    return _caches[key]
+
+
+def _require_idle(conn: psycopg.Connection) -> None:
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("store writers need a connection outside a transaction (autocommit or committed)")
+
+
+def _stream_ids(conn: psycopg.Connection, chain_id: int, contracts: Iterable[bytes]) -> dict[bytes, int]:
+    """contract -> stream_id, creating missing streams in their own short transaction."""
+    cache = _cache(conn)
+    wanted = set(contracts)
+    missing = [c for c in wanted if (chain_id, c) not in cache.streams]
+    if missing:
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO streams (chain_id, contract) SELECT %s, unnest(%s::bytea[]) ON CONFLICT DO NOTHING",
+                (chain_id, missing),
+            )
+            for stream_id, contract in conn.execute(
+                "SELECT stream_id, contract FROM streams WHERE chain_id = %s", (chain_id,)
+            ):
+                cache.streams[(chain_id, bytes(contract))] = stream_id
+    return {c: cache.streams[(chain_id, c)] for c in wanted}
+
+
+def _ensure_partitions(conn: psycopg.Connection, transfers: Sequence[Transfer]) -> None:
+    if not transfers:
+        return
+    cache = _cache(conn)
+    stamps = [t.time_stamp for t in transfers]
+    months = set(partitions.months_between(min(stamps), max(stamps)))
+    if months - cache.months:
+        created = partitions.create(conn, months)
+        if created:
+            log.info("created partitions %s", ", ".join(created))
+        cache.months |= months
+
+
+def _ensure_staging(conn: psycopg.Connection) -> None:
+    if conn not in _staged:
+        with conn.transaction():
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS td_staging (LIKE transfers) ON COMMIT DELETE ROWS")
+        _staged.add(conn)
+
+
+def _copy_rows(conn: psycopg.Connection, streams: dict[bytes, int], transfers: Sequence[Transfer]) -> int:
+    """COPY into the session's staging table, then one INSERT … ON CONFLICT DO NOTHING."""
+    methods: dict[str | None, bytes | None] = {None: None}
+    with conn.cursor() as cur:
+        with cur.copy("COPY td_staging FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_COPY_TYPES)
+            write = copy.write_row
+            for t in transfers:
+                method = t.method_id
+                if method not in methods:
+                    methods[method] = bytes.fromhex(method[2:])
+                write((t.time_stamp, t.block_number, streams[t.contract_address], t.log_index, t.tx_hash,
+                       t.from_address, t.to_address, t.value, t.gas_used, t.gas_price, methods[method]))
+        cur.execute("INSERT INTO transfers SELECT * FROM td_staging ON CONFLICT DO NOTHING")
+        return cur.rowcount
+
+
+def _upsert_blocks(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer]) -> None:
+    blocks: dict[int, tuple[int, bytes | None]] = {}
+    for t in transfers:
+        if t.block_hash is not None or t.block_number not in blocks:
+            blocks[t.block_number] = (t.time_stamp, t.block_hash)
+    conn.execute(
+        "INSERT INTO blocks AS b (chain_id, block_number, time_stamp, block_hash)"
+        " SELECT %s, * FROM unnest(%s::int8[], %s::int8[], %s::bytea[])"
+        " ON CONFLICT (chain_id, block_number) DO UPDATE"
+        " SET time_stamp = EXCLUDED.time_stamp, block_hash = COALESCE(EXCLUDED.block_hash, b.block_hash)"
+        " WHERE b.time_stamp <> EXCLUDED.time_stamp"
+        " OR b.block_hash IS DISTINCT FROM COALESCE(EXCLUDED.block_hash, b.block_hash)",
+        (chain_id, list(blocks), [v[0] for v in blocks.values()], [v[1] for v in blocks.values()]),
+    )
+
+
+def _update_chain_state(conn: psycopg.Connection, chain_id: int, cursor: Cursor | None,
+                        row_delta: int, changed: bool, touch: bool) -> None:
+    """One row per chain: cursor, exact row count, data version, last successful ingest."""
+    c = cursor or Cursor(chain_id)
+    keep = cursor is None
+    conn.execute(
+        "INSERT INTO ingest_cursors AS k (chain_id, synced_block, backfilled_block, backfill_target_block,"
+        " backfill_done, data_version, row_count, last_ingested_at, updated_at)"
+        " VALUES (%(chain)s, %(synced)s, %(backfilled)s, %(target)s, %(done)s, %(bump)s, %(rows)s,"
+        " CASE WHEN %(touch)s THEN now() END, now())"
+        " ON CONFLICT (chain_id) DO UPDATE SET"
+        " synced_block = CASE WHEN %(keep)s THEN k.synced_block ELSE EXCLUDED.synced_block END,"
+        " backfilled_block = CASE WHEN %(keep)s THEN k.backfilled_block ELSE EXCLUDED.backfilled_block END,"
+        " backfill_target_block = CASE WHEN %(keep)s THEN k.backfill_target_block"
+        " ELSE EXCLUDED.backfill_target_block END,"
+        " backfill_done = CASE WHEN %(keep)s THEN k.backfill_done ELSE EXCLUDED.backfill_done END,"
+        " data_version = k.data_version + EXCLUDED.data_version,"
+        " row_count = k.row_count + EXCLUDED.row_count,"
+        " last_ingested_at = COALESCE(EXCLUDED.last_ingested_at, k.last_ingested_at),"
+        " updated_at = now()",
+        {"chain": chain_id, "synced": c.synced_block, "backfilled": c.backfilled_block,
+         "target": c.backfill_target_block, "done": c.backfill_done, "bump": int(changed),
+         "rows": row_delta, "touch": touch, "keep": keep},
+    )
+
+
+def _insert_events(conn: psycopg.Connection, event: IngestEvent | None, quarantined: Sequence[Quarantined]) -> None:
+    rows = [(q.chain_id, "quarantined", q.reason, 1, Jsonb({"raw": q.raw})) for q in quarantined]
+    if event is not None:
+        rows.append((event.chain_id, event.status, event.message, event.rows, Jsonb(event.detail)))
+    if rows:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO ingest_events (chain_id, status, message, rows, detail) VALUES (%s, %s, %s, %s, %s)",
+                rows,
+            )
+
+
+def _delete_from_block(conn: psycopg.Connection, chain_id: int, fork_block: int) -> int:
+    row = conn.execute(
+        "SELECT time_stamp FROM blocks WHERE chain_id = %s AND block_number >= %s ORDER BY block_number LIMIT 1",
+        (chain_id, fork_block),
+    ).fetchone()
+    if row is None:
+        return 0
+    streams = [r[0] for r in conn.execute("SELECT stream_id FROM streams WHERE chain_id = %s", (chain_id,))]
+    deleted = conn.execute(
+        "DELETE FROM transfers WHERE stream_id = ANY(%s) AND time_stamp >= %s AND block_number >= %s",
+        (streams, row[0], fork_block),
+    ).rowcount
+    conn.execute("DELETE FROM blocks WHERE chain_id = %s AND block_number >= %s", (chain_id, fork_block))
+    return deleted
+
+
+def _write(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer], cursor: Cursor | None,
+           event: IngestEvent | None, quarantined: Sequence[Quarantined], fork_block: int | None) -> tuple[int, int]:
+    _require_idle(conn)
+    streams = _stream_ids(conn, chain_id, {t.contract_address for t in transfers})
+    _ensure_partitions(conn, transfers)
+    if transfers:
+        _ensure_staging(conn)
+    for attempt in (1, 2):
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (WRITE_LOCK_CLASS, chain_id & 0x7FFFFFFF))
+                deleted = 0 if fork_block is None else _delete_from_block(conn, chain_id, fork_block)
+                inserted = _copy_rows(conn, streams, transfers) if transfers else 0
+                if transfers:
+                    _upsert_blocks(conn, chain_id, transfers)
+                _update_chain_state(conn, chain_id, cursor, inserted - deleted, bool(inserted or deleted), True)
+                _insert_events(conn, event, quarantined)
+            return inserted, deleted
+        except psycopg.errors.CheckViolation:
+            # A partition this process created earlier was dropped by retention elsewhere.
+            if attempt == 2:
+                raise
+            _cache(conn).months.clear()
+            _ensure_partitions(conn, transfers)
+    raise AssertionError("unreachable")
+
+
+def write_batch(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer], *,
+                cursor: Cursor | None, event: IngestEvent | None,
+                quarantined: Sequence[Quarantined] = ()) -> int:
+    """Insert transfers (duplicates skipped), the cursor and the events in one transaction.
+
+    Returns how many transfers were new. The chain's data version bumps when any row was new.
+    """
+    inserted, _ = _write(conn, chain_id, transfers, cursor, event, quarantined, None)
+    return inserted
+
+
+def replace_from_block(conn: psycopg.Connection, chain_id: int, fork_block: int, transfers: Sequence[Transfer], *,
+                       cursor: Cursor | None, event: IngestEvent | None) -> tuple[int, int]:
+    """Reorg repair in one transaction: delete the chain's rows from `fork_block` on, insert
+    `transfers`, store the cursor and event. Returns (deleted, inserted)."""
+    inserted, deleted = _write(conn, chain_id, transfers, cursor, event, (), fork_block)
+    log.info("replaced chain=%s from_block=%d deleted=%d inserted=%d", chain_id, fork_block, deleted, inserted)
+    return deleted, inserted
+
+
+def get_cursor(conn: psycopg.Connection, chain_id: int) -> Cursor:
+    row = conn.execute(
+        "SELECT synced_block, backfilled_block, backfill_target_block, backfill_done"
+        " FROM ingest_cursors WHERE chain_id = %s",
+        (chain_id,),
+    ).fetchone()
+    return Cursor(chain_id) if row is None else Cursor(chain_id, *row)
+
+
+def stored_block_hashes(conn: psycopg.Connection, chain_id: int, from_block: int, to_block: int) -> dict[int, bytes]:
+    rows = conn.execute(
+        "SELECT block_number, block_hash FROM blocks"
+        " WHERE chain_id = %s AND block_number BETWEEN %s AND %s AND block_hash IS NOT NULL",
+        (chain_id, from_block, to_block),
+    )
+    return {number: bytes(block_hash) for number, block_hash in rows}
+
+
+def known_transfer_keys(conn: psycopg.Connection, chain_id: int, from_block: int,
+                        to_block: int) -> set[tuple[bytes, int, bytes]]:
+    """(tx_hash, log_index, contract) of the chain's stored transfers in [from_block, to_block]."""
+    rows = conn.execute(
+        "SELECT t.tx_hash, t.log_index, s.contract FROM streams s JOIN transfers t ON t.stream_id = s.stream_id"
+        " WHERE s.chain_id = %(c)s AND t.block_number BETWEEN %(a)s AND %(b)s"
+        " AND t.time_stamp >= (SELECT time_stamp FROM blocks WHERE chain_id = %(c)s AND block_number >= %(a)s"
+        "  ORDER BY block_number LIMIT 1)"
+        " AND t.time_stamp <= (SELECT time_stamp FROM blocks WHERE chain_id = %(c)s AND block_number <= %(b)s"
+        "  ORDER BY block_number DESC LIMIT 1)",
+        {"c": chain_id, "a": from_block, "b": to_block},
+    )
+    return {(bytes(tx), log_index, bytes(contract)) for tx, log_index, contract in rows}
+
+
+def record_event(conn: psycopg.Connection, event: IngestEvent) -> None:
+    """Store one event; an `ingested`/`reorg` event also counts as a successful ingest."""
+    _require_idle(conn)
+    with conn.transaction():
+        _insert_events(conn, event, ())
+        if event.status in SUCCESS_STATUSES:
+            _update_chain_state(conn, event.chain_id, None, 0, False, True)
+
+
+def recent_events(conn: psycopg.Connection, chain_id: int | None = None, limit: int = 50,
+                  statuses: Sequence[str] | None = None) -> list[dict]:
+    """Newest first: {id, chain_id, status, message, rows, detail, occurred_at (unix seconds)}."""
+    rows = conn.execute(
+        "SELECT id, chain_id, status, message, rows, detail, extract(epoch FROM occurred_at)::float8"
+        " FROM ingest_events WHERE (%(chain)s::bigint IS NULL OR chain_id = %(chain)s)"
+        " AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s))"
+        " ORDER BY id DESC LIMIT %(limit)s",
+        {"chain": chain_id, "statuses": list(statuses) if statuses is not None else None, "limit": limit},
+    )
+    keys = ("id", "chain_id", "status", "message", "rows", "detail", "occurred_at")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def freshness(conn: psycopg.Connection, chain_ids: Iterable[int], now: float | None = None) -> dict[int, Freshness]:
+    """Per chain: the last successful ingest, the newest stored transfer, and the lag since."""
+    current = time.time() if now is None else now
+    rows = conn.execute(
+        "SELECT c.id, extract(epoch FROM k.last_ingested_at)::float8,"
+        " (SELECT b.time_stamp FROM blocks b WHERE b.chain_id = c.id ORDER BY b.block_number DESC LIMIT 1)"
+        " FROM unnest(%s::bigint[]) AS c(id) LEFT JOIN ingest_cursors k ON k.chain_id = c.id",
+        (list(chain_ids),),
+    )
+    return {
+        chain: Freshness(chain, last, newest, None if last is None else max(0.0, current - last))
+        for chain, last, newest in rows
+    }
+
+
+def chain_stats(conn: psycopg.Connection, chain_id: int) -> ChainStats:
+    row = conn.execute(
+        "SELECT (SELECT row_count FROM ingest_cursors WHERE chain_id = %(c)s),"
+        " o.block_number, n.block_number, o.time_stamp, n.time_stamp FROM"
+        " (SELECT 1) one"
+        " LEFT JOIN LATERAL (SELECT block_number, time_stamp FROM blocks WHERE chain_id = %(c)s"
+        "  ORDER BY block_number LIMIT 1) o ON true"
+        " LEFT JOIN LATERAL (SELECT block_number, time_stamp FROM blocks WHERE chain_id = %(c)s"
+        "  ORDER BY block_number DESC LIMIT 1) n ON true",
+        {"c": chain_id},
+    ).fetchone()
+    assert row is not None
+    return ChainStats(chain_id, row[0] or 0, *row[1:])
+
+
+def data_version(conn: psycopg.Connection, chain_id: int) -> int:
+    """Bumps in the same transaction as every write that changes the chain's transfers."""
+    row = conn.execute("SELECT data_version FROM ingest_cursors WHERE chain_id = %s", (chain_id,)).fetchone()
+    return 0 if row is None else row[0]
+
+
+def _drop_partition(conn: psycopg.Connection, name: str, upper: int) -> None:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", partitions.PARTITION_LOCK)
+        counts = conn.execute(
+            f"SELECT s.chain_id, count(*) FROM {name} t JOIN streams s USING (stream_id) GROUP BY s.chain_id"
+        ).fetchall()
+        conn.execute(f"DROP TABLE {name}")
+        for chain_id, count in counts:
+            conn.execute(
+                "UPDATE ingest_cursors SET row_count = row_count - %s, data_version = data_version + 1,"
+                " updated_at = now() WHERE chain_id = %s",
+                (count, chain_id),
+            )
+        conn.execute("DELETE FROM blocks WHERE time_stamp < %s", (upper,))
+
+
+def apply_retention(conn: psycopg.Connection, retention_days: int, now: float) -> list[str]:
+    """Create the coming months' partitions, drop every month wholly older than the retention
+    window (with its blocks and events), and return the dropped partitions' names."""
+    _require_idle(conn)
+    partitions.ensure_months(conn, now, now + 2 * 31 * 86400)
+    cutoff = now - retention_days * 86400
+    dropped = []
+    for (year, month), name in sorted(partitions.existing(conn).items()):
+        upper = partitions.month_bounds(year, month)[1]
+        if upper <= cutoff:
+            _drop_partition(conn, name, upper)
+            dropped.append(name)
+            log.info("dropped partition %s (older than %d days)", name, retention_days)
+    with conn.transaction():
+        conn.execute("DELETE FROM ingest_events WHERE occurred_at < to_timestamp(%s)", (cutoff,))
+    _cache(conn).months.clear()
+    return dropped
