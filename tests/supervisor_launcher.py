@@ -1,6 +1,6 @@
 """Run the real supervisor with small child targets, for tests that need real processes and signals.
 
-    python tests/supervisor_launcher.py CONFIG          (env TD_POLICY: JSON RestartPolicy overrides)
+    python tests/supervisor_launcher.py CONFIG   (env TD_POLICY: JSON RestartPolicy overrides; TD_DETACH=1)
 
 Each configured chain becomes a worker whose behaviour its name picks (prefix before the first
 '-'): ok (beats, exits on SIGTERM), crash (exits 3 at once), hang (never beats), stubborn
@@ -88,7 +88,8 @@ def main() -> int:
     policy = dataclasses.replace(policy, **json.loads(os.environ.get("TD_POLICY", "{}")))
     try:
         config = load_config(sys.argv[1])
-        return run_start(config, foreground=True, build_specs=build_specs, policy=policy)
+        foreground = os.environ.get("TD_DETACH") != "1"
+        return run_start(config, foreground=foreground, build_specs=build_specs, policy=policy)
     except (TransferDaemonError, ConfigError) as exc:
         print(f"transfer-daemon: {exc}", file=sys.stderr)
         return 1

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from supervisor_support import Daemon, chain_toml, wait_for
+from supervisor_support import LAUNCHER, Daemon, chain_toml, wait_for
 
 from transfer_daemon.pidfile import pid_alive
 
@@ -220,3 +220,22 @@ def test_child_lines_are_tagged_and_secrets_redacted(daemons, log_format):
         assert re.search(r"Z INFO supervisor chain=ok-a transfer_daemon\.supervisor: spawned worker\[ok-a\]",
                          text, re.M)
         assert re.search(r"Z WARNING worker\[leaky-f\] stderr: stray print with key \*\*\*$", text, re.M)
+
+
+def test_detach_returns_at_once_and_logs_to_the_file_only(daemons):
+    daemon = daemons()
+    daemon.write_config(OK_A)
+    detached = subprocess.run([sys.executable, str(LAUNCHER), str(daemon.config_path)], capture_output=True,
+                              text=True, timeout=20, env={**daemon.env, "TD_DETACH": "1"})
+    assert detached.returncode == 0, detached.stderr
+    pid = int(re.search(r"started \(pid (\d+)\)", detached.stdout)[1])
+    try:
+        assert (daemon.data_dir / "transfer-daemon.pid").read_text().strip() == str(pid)
+        daemon.wait_state("worker[ok-a]", "RUNNING")
+        assert daemon.log_lines("up ok-a") and detached.stderr == ""
+        stopped = daemon.cli("stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert not pid_alive(pid)
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)

@@ -439,7 +439,10 @@ def run_start(config: Config, *, foreground: bool = True, announce: Callable[[st
               build_specs: SpecBuilder | None = None, policy: RestartPolicy | None = None) -> int:
     """`transfer-daemon start`: pidfile, logging, database, children; returns the exit status."""
     pidfile = PidFile(config.daemon.pidfile)
-    stale = pidfile.acquire()
+    try:
+        stale = pidfile.acquire()
+    except OSError as exc:
+        raise TransferDaemonError(f"cannot lock pidfile {config.daemon.pidfile}: {exc}") from None
     ready_fd = None
     if not foreground:
         daemon_pid, ready_fd = _detach()
@@ -449,7 +452,11 @@ def run_start(config: Config, *, foreground: bool = True, announce: Callable[[st
             announce(f"transfer-daemon started (pid {daemon_pid}); log: {config.daemon.log_file}")
             return 0
         pidfile.write(os.getpid())
-    pipeline = LogPipeline(config, to_stderr=foreground)
+    try:
+        pipeline = LogPipeline(config, to_stderr=foreground)
+    except OSError as exc:
+        pidfile.release()
+        raise TransferDaemonError(f"cannot open log file {config.daemon.log_file}: {exc}") from None
     pipeline.install()
     if stale:
         log.warning("recovered stale pidfile %s (pid %d was not running)", config.daemon.pidfile, stale)
