@@ -63,9 +63,13 @@ def main() -> None:
     finally:
         stop()
     print(f"tokens: chain 1 {len(eth['contracts'])}, chain 25 {len(cro['contracts'])}; rounds {args.rounds}")
-    print(f"baseline proxy eth_blockNumber      {base:7.2f} ms")
-    for name, value in (("tokentx 1000 rows, cold blocks", cold), ("tokentx 1000 rows, warm blocks", warm),
-                        ("eth_getLogs 2000 blocks, cold", logs_cold), ("eth_getLogs 2000 blocks, warm", logs_warm)):
+    _report(base, {"tokentx 1000 rows, cold blocks": cold, "tokentx 1000 rows, warm blocks": warm,
+                   "eth_getLogs 2000 blocks, cold": logs_cold, "eth_getLogs 2000 blocks, warm": logs_warm})
+
+
+def _report(base: float, figures: dict[str, float]) -> None:
+    print(f"{'baseline proxy eth_blockNumber':36s} {base:7.2f} ms")
+    for name, value in figures.items():
         print(f"{name:36s} {value:7.2f} ms  ({value / base:5.1f}x baseline)")
 
 
