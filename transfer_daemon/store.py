@@ -285,8 +285,10 @@ def known_transfer_keys(conn: psycopg.Connection, chain_id: int, from_block: int
 
 
 def record_event(conn: psycopg.Connection, event: IngestEvent) -> None:
-    """Store one event; an `ingested`/`reorg` event also counts as a successful ingest."""
-    _require_idle(conn)
+    """Store one event; an `ingested`/`reorg` event also counts as a successful ingest.
+
+    Inside a caller's transaction it joins it (savepoint); otherwise it commits on its own.
+    """
     with conn.transaction():
         _insert_events(conn, event, ())
         if event.status in SUCCESS_STATUSES:
