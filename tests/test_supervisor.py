@@ -54,7 +54,8 @@ def test_crashing_child_is_restarted_with_growing_delays(daemons):
     gaps = [later - earlier for earlier, later in zip(spawns, spawns[1:], strict=False)]
     for gap, delay in zip(gaps, announced, strict=False):
         assert gap >= delay - 0.01
-    assert gaps[3] > gaps[0] * 4
+    assert all(later > earlier for earlier, later in zip(gaps, gaps[1:], strict=False)), gaps
+    assert gaps[3] - gaps[0] >= 0.6, gaps
     assert daemon.child("worker[ok-a]")["restarts"] == 0
 
 
@@ -72,7 +73,7 @@ def test_repeated_failures_go_fatal_visible_in_state_and_not_hot_looped(daemons)
 
 
 def test_hung_child_is_killed_by_heartbeat_timeout_and_restarted(daemons):
-    daemon = daemons(heartbeat_timeout=0.5)
+    daemon = daemons(heartbeat_timeout=1.0)
     daemon.start(OK_A, chain_toml(3, "hang-c"))
     first = daemon.wait_child("worker[hang-c]", lambda c: c["pid"], "hang-c spawned")["pid"]
     restarted = daemon.wait_child("worker[hang-c]", lambda c: c["restarts"] >= 1 and c["pid"], "hang-c restarted")
