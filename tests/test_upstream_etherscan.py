@@ -309,3 +309,20 @@ def test_rows_outside_the_requested_window_are_refused(rsps, tmp_path, fake):
     rsps.get(V2, body=json.dumps({"status": "1", "message": "OK", "result": rows}))
     with pytest.raises(UpstreamError, match="ends at block 5"):
         explorer(tmp_path, fake).fetch_blocks(10, 20)
+
+
+def test_make_source_picks_the_client_and_reads_the_key_at_call_time(rsps, tmp_path):
+    from transfer_daemon.upstream import make_source
+    from transfer_daemon.upstream.rpc import RpcSource
+
+    environ = {"TEST_ETHERSCAN_KEY": "first-key-0001"}
+    source = make_source(make_chain(), limiter_dir=str(tmp_path), environ=environ)
+    assert isinstance(source, ExplorerSource)
+    rsps.get(V2, json=ERRORS["no_transactions_found__txlist_tokentx_empty"])
+    source.fetch_blocks(1, 2)
+    environ["TEST_ETHERSCAN_KEY"] = "rotated-key-0002"
+    source.fetch_blocks(3, 4)
+    assert [query(call.request)["apikey"] for call in rsps.calls] == ["first-key-0001", "rotated-key-0002"]
+    rpc = make_source(make_chain(kind="rpc_logs", rpc_url="https://evm.cronos.org", api_key_env=""),
+                      limiter_dir=str(tmp_path))
+    assert isinstance(rpc, RpcSource) and rpc.http.limiter.path.parent == tmp_path

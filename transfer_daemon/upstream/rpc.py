@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -49,6 +50,7 @@ class RpcSource:
         self.window = chain.log_window_blocks
         self.ceiling = chain.log_window_blocks  # lowered for good when a provider states its limit
         self._blocks: OrderedDict[int, tuple[bytes, int]] = OrderedDict()
+        self._blocks_lock = threading.Lock()  # the API calls one source from several threads
         self._ids = itertools.count(1)
         self._head: int | None = None
 
@@ -200,7 +202,8 @@ class RpcSource:
                 raise fail("reorg", f"block {number} changed while it was read (reorg in progress)",
                            retryable=False, chain=self.chain.name)
         numbers = {_quantity(entry.get("blockNumber")) for entry in logs if isinstance(entry, dict)}
-        blocks = {number: self._blocks[number] for number in numbers if number in self._blocks}
+        with self._blocks_lock:
+            blocks = {number: self._blocks[number] for number in numbers if number in self._blocks}
         return normalize_logs(self.chain.id, logs, blocks), calls
 
     def _fetch_blocks_info(self, numbers: list[int]) -> tuple[dict[int, tuple[bytes, int]], int]:
@@ -219,10 +222,11 @@ class RpcSource:
         return found, calls
 
     def _remember(self, number: int, info: tuple[bytes, int]) -> None:
-        self._blocks[number] = info
-        self._blocks.move_to_end(number)
-        while len(self._blocks) > BLOCK_CACHE_SIZE:
-            self._blocks.popitem(last=False)
+        with self._blocks_lock:
+            self._blocks[number] = info
+            self._blocks.move_to_end(number)
+            while len(self._blocks) > BLOCK_CACHE_SIZE:
+                self._blocks.popitem(last=False)
 
 
 def _quantity(value: Any) -> int | None:
