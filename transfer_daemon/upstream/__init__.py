@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from transfer_daemon.config import ChainConfig
 from transfer_daemon.model import Quarantined, Transfer
+
+if TYPE_CHECKING:
+    from transfer_daemon.upstream.http import RetryPolicy
 
 
 @dataclass(slots=True)
@@ -67,13 +70,18 @@ def newest_first(transfers: list[Transfer], limit: int) -> list[Transfer]:
     return transfers[:limit]
 
 
-def make_source(chain: ChainConfig, *, limiter_dir: str, environ: Mapping[str, str] = os.environ) -> UpstreamSource:
-    """The client for `chain.kind`, with its limiter (shared through `limiter_dir`) and retries."""
-    from transfer_daemon.upstream.http import HttpClient
+def make_source(chain: ChainConfig, *, limiter_dir: str, environ: Mapping[str, str] = os.environ,
+                retry: RetryPolicy | None = None) -> UpstreamSource:
+    """The client for `chain.kind`, with its limiter (shared through `limiter_dir`) and retries.
+
+    `retry`: attempts / total time / backoff of every call (default `RetryPolicy()`: 8 attempts,
+    300 s, 1 → 60 s with 20 % jitter); tests against the simulator may pass a quicker one.
+    """
+    from transfer_daemon.upstream.http import HttpClient, RetryPolicy
     from transfer_daemon.upstream.limiter import Limiter
 
     limiter = Limiter(limiter_dir, chain.limiter_key, chain.rate_limit_per_sec, chain.rate_limit_burst)
-    http = HttpClient(chain, limiter, environ=environ)
+    http = HttpClient(chain, limiter, environ=environ, policy=retry or RetryPolicy())
     if chain.kind == "rpc_logs":
         from transfer_daemon.upstream.rpc import RpcSource
 
