@@ -32,10 +32,9 @@ log = logging.getLogger(__name__)
 
 #: Blocks recounted by one verify run.
 VERIFY_BLOCKS = 2000
-#: Rows a backfill window aims at: large enough for efficient COPY, small enough for memory.
-BACKFILL_ROWS_GOAL = 20_000
-#: Upstream calls per fetch_blocks call inside a backfill window, so a stop request is seen soon.
-BACKFILL_CALLS_PER_FETCH = 5
+#: Full pages per contract a backfill window aims at: each window ends in one partial page per
+#: contract, so longer windows waste less of the rate limit; memory bounds them (~25 MB at 1000 rows).
+BACKFILL_PAGES_PER_WINDOW = 20
 
 
 @dataclass
@@ -332,10 +331,11 @@ def _fetch_whole(ctx: IngestContext, window: planning.Window) -> Any:
     while lo <= window.hi:
         if ctx.stopping.is_set():
             return None
-        result = ctx.source.fetch_blocks(lo, window.hi, max_calls=BACKFILL_CALLS_PER_FETCH)
+        # no call budget: a budget split between contracts ends each at a different block and
+        # the rows past the lowest are read again; the window size bounds the work instead
+        result = ctx.source.fetch_blocks(lo, window.hi)
         if result.covered_to < lo:
-            raise UpstreamError(f"no progress at block {lo} within {BACKFILL_CALLS_PER_FETCH} calls",
-                                chain=ctx.chain.name)
+            raise UpstreamError(f"no progress at block {lo}", chain=ctx.chain.name)
         transfers.extend(result.transfers)
         quarantined.extend(result.quarantined)
         lo = result.covered_to + 1
@@ -362,8 +362,8 @@ def _backfill_one_window(ctx: IngestContext, cursor: Cursor, committer: ThreadPo
     oldest = min(((t.block_number, t.time_stamp) for t in transfers), default=None)
     target = _target(ctx, oldest, cursor.synced_block or window.hi)
     done = planning.backfill_reached(window.lo, target, oldest[1] if oldest else None, _cutoff(ctx))
-    ctx.backfill_span = planning.next_span(ctx.backfill_span, len(transfers), BACKFILL_ROWS_GOAL,
-                                           *_span_bounds(ctx.chain))
+    rows_goal = ctx.chain.page_size * len(ctx.chain.contracts) * BACKFILL_PAGES_PER_WINDOW
+    ctx.backfill_span = planning.next_span(ctx.backfill_span, len(transfers), rows_goal, *_span_bounds(ctx.chain))
     future = committer.submit(_commit_backfill, ctx, window, transfers, quarantined, target, done)
     return planning.backfilled_cursor(cursor, window, target, done), future
 
