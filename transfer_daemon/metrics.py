@@ -53,6 +53,10 @@ def init_multiprocess(data_dir: str | os.PathLike, *, wipe: bool = False) -> Pat
     The supervisor calls it once with `wipe=True` before forking (stale files from an earlier
     run would otherwise be summed in); each child calls it again without wiping.
     """
+    current = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if current and not wipe and Path(current).is_dir():
+        # already chosen in this process tree: children created since write there, keep it
+        return Path(current)
     directory = multiproc_dir(data_dir)
     if wipe and directory.exists():
         shutil.rmtree(directory)

@@ -11,12 +11,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from transfer_daemon.store import TransferQuery, decode_cursor
+from transfer_daemon.store import MAX_OFFSET, TransferQuery, decode_cursor  # page x pageSize limit
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 25
-#: page × pageSize beyond this must use `cursor`: deep OFFSET scans cost O(offset).
-MAX_OFFSET = 10_000
 MAX_BLOCK = 2**63 - 1
 MAX_UNIX = 253402300799  # 9999-12-31T23:59:59Z
 MAX_CURSOR_LENGTH = 1024
@@ -129,6 +127,8 @@ def parse_transfer_args(items: Iterable[tuple[str, str]], chain_ids: Iterable[in
     sort = args.get("sort", "desc")
     if sort not in ("desc", "asc"):
         raise ParameterError("sort", "expected desc or asc")
+    if cursor is not None and getattr(decode_cursor(cursor), "sort", sort) != sort:
+        raise ParameterError("cursor", f"this cursor continues a sort={decode_cursor(cursor).sort} listing")
     addresses = {k: _address(k, args[k]) if k in args else None for k in ("address", "from", "to", "contract")}
     from_block = _uint("fromBlock", args["fromBlock"], 0, MAX_BLOCK) if "fromBlock" in args else None
     to_block = _uint("toBlock", args["toBlock"], 0, MAX_BLOCK) if "toBlock" in args else None

@@ -51,7 +51,7 @@ class Resources:
                     self._pool = psycopg_pool.ConnectionPool(
                         self.database_url, min_size=self.config.database.pool_min,
                         max_size=self.config.database.pool_max, name=f"api-{os.getpid()}",
-                        timeout=POOL_TIMEOUT_S, open=True, wait=False,
+                        timeout=POOL_TIMEOUT_S, open=True,
                         kwargs={"autocommit": True},
                     )
                     self._pool_pid = os.getpid()
