@@ -32,8 +32,11 @@ def test_same_batch_twice_and_overlapping_batches_store_each_transfer_once(conn)
     assert store.write_batch(conn, 1, rows[:200], cursor=None, event=None) == 0
     assert store.write_batch(conn, 1, rows[150:], cursor=None, event=None) == 100
     assert store.write_batch(conn, 1, rows[10:20] + rows[10:20], cursor=None, event=None) == 0
-    assert count_rows(conn) == 300
-    assert store.chain_stats(conn, 1).rows == 300
+    fresh = make_transfers(1, 50, seed=4, start_block=90_000, base_ts=rows[-1].time_stamp + 1000)
+    assert store.write_batch(conn, 1, fresh + fresh[:5], cursor=None, event=None) == 50  # duplicates in one batch
+    assert store.write_batch(conn, 1, rows[:200], cursor=None, event=None) == 0
+    assert count_rows(conn) == 350
+    assert store.chain_stats(conn, 1).rows == 350
 
 
 def test_uint256_max_and_zero_round_trip_with_every_field(conn) -> None:
@@ -97,6 +100,8 @@ def test_retention_drops_whole_old_months_only(conn) -> None:
     assert store.chain_stats(conn, 1).rows == 8
     assert store.chain_stats(conn, 1).oldest_block == 5000
     assert "transfers_p202408" in partitions.existing(conn).values()  # months ahead created
+    compacted = {name for name, in conn.execute("SELECT name FROM partition_maintenance")}
+    assert "transfers_p202403" in compacted and "transfers_p202406" not in compacted  # closed months only
     assert store.write_batch(conn, 1, make_transfers(1, 3, seed=9, base_ts=old[0].time_stamp),
                              cursor=None, event=None) == 3  # a late backfill recreates the month
 

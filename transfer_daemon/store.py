@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_OFFSET", "ChainStats", "CursorPosition", "Freshness", "TransferPage", "TransferQuery",
-    "apply_retention", "chain_stats", "data_version", "decode_cursor", "encode_cursor", "freshness",
+    "apply_retention", "chain_stats", "compact_closed_partitions", "data_version", "decode_cursor",
+    "encode_cursor", "freshness",
     "get_cursor", "known_transfer_keys", "query_transfers", "recent_events", "record_event",
     "replace_from_block", "stored_block_hashes", "write_batch",
 ]
@@ -111,26 +112,52 @@ def _ensure_partitions(conn: psycopg.Connection, transfers: Sequence[Transfer]) 
 
 
 def _ensure_staging(conn: psycopg.Connection) -> None:
+    """The session's staging table, emptied by every commit."""
     if conn not in _staged:
         with conn.transaction():
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS td_staging (LIKE transfers) ON COMMIT DELETE ROWS")
         _staged.add(conn)
 
 
-def _copy_rows(conn: psycopg.Connection, streams: dict[bytes, int], transfers: Sequence[Transfer]) -> int:
-    """COPY into the session's staging table, then one INSERT … ON CONFLICT DO NOTHING."""
+def _copy(conn: psycopg.Connection, table: str, streams: dict[bytes, int], transfers: Sequence[Transfer]) -> None:
     methods: dict[str | None, bytes | None] = {None: None}
+    with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_COPY_TYPES)
+        write = copy.write_row
+        for t in transfers:
+            method = t.method_id
+            if method not in methods:
+                methods[method] = bytes.fromhex(method[2:])
+            write((t.time_stamp, t.block_number, streams[t.contract_address], t.log_index, t.tx_hash,
+                   t.from_address, t.to_address, t.value, t.gas_used, t.gas_price, methods[method]))
+
+
+def _insert_rows(conn: psycopg.Connection, streams: dict[bytes, int], transfers: Sequence[Transfer]) -> int:
+    """Insert, skipping stored keys; returns how many rows were new.
+
+    When the batch's key range (its streams, its time span) holds no stored row, the rows are
+    COPYed straight into `transfers` (the chain's write lock keeps that range ours until commit);
+    a duplicate inside the batch then fails the COPY and we fall back to the general path: COPY
+    into the session's staging table and one INSERT … ON CONFLICT DO NOTHING. Rows go in sorted
+    by stream so that each stream's index range grows at its end and leaf pages stay full.
+    """
+    rows = sorted(transfers, key=lambda t: streams[t.contract_address])
+    stamps = [t.time_stamp for t in rows]
+    overlap = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM transfers WHERE stream_id = ANY(%s) AND time_stamp BETWEEN %s AND %s)",
+        (sorted(set(streams.values())), min(stamps), max(stamps)),
+    ).fetchone()[0]
+    if not overlap:
+        try:
+            with conn.transaction():
+                _copy(conn, "transfers", streams, rows)
+            return len(rows)
+        except psycopg.errors.UniqueViolation:
+            pass
+    _copy(conn, "td_staging", streams, rows)
     with conn.cursor() as cur:
-        with cur.copy("COPY td_staging FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(_COPY_TYPES)
-            write = copy.write_row
-            for t in transfers:
-                method = t.method_id
-                if method not in methods:
-                    methods[method] = bytes.fromhex(method[2:])
-                write((t.time_stamp, t.block_number, streams[t.contract_address], t.log_index, t.tx_hash,
-                       t.from_address, t.to_address, t.value, t.gas_used, t.gas_price, methods[method]))
-        cur.execute("INSERT INTO transfers SELECT * FROM td_staging ON CONFLICT DO NOTHING")
+        cur.execute("INSERT INTO transfers SELECT * FROM td_staging"
+                    " ORDER BY stream_id, time_stamp, block_number, log_index, tx_hash ON CONFLICT DO NOTHING")
         return cur.rowcount
 
 
@@ -216,7 +243,7 @@ def _write(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (WRITE_LOCK_CLASS, chain_id & 0x7FFFFFFF))
                 deleted = 0 if fork_block is None else _delete_from_block(conn, chain_id, fork_block)
-                inserted = _copy_rows(conn, streams, transfers) if transfers else 0
+                inserted = _insert_rows(conn, streams, transfers) if transfers else 0
                 if transfers:
                     _upsert_blocks(conn, chain_id, transfers)
                 _update_chain_state(conn, chain_id, cursor, inserted - deleted, bool(inserted or deleted), True)
@@ -376,5 +403,29 @@ def apply_retention(conn: psycopg.Connection, retention_days: int, now: float) -
             log.info("dropped partition %s (older than %d days)", name, retention_days)
     with conn.transaction():
         conn.execute("DELETE FROM ingest_events WHERE occurred_at < to_timestamp(%s)", (cutoff,))
+        conn.execute("DELETE FROM partition_maintenance WHERE name = ANY(%s)", (dropped,))
     _cache(conn).months.clear()
+    compact_closed_partitions(conn, now)
     return dropped
+
+
+def compact_closed_partitions(conn: psycopg.Connection, now: float, settle_seconds: int = 86400) -> list[str]:
+    """Rebuild, packed full, the indexes of each month that ended more than `settle_seconds` ago
+    and was not compacted yet (REINDEX CONCURRENTLY: reads and writes go on meanwhile).
+
+    Needs an autocommit connection (REINDEX CONCURRENTLY cannot run in a transaction); returns
+    the partitions compacted.
+    """
+    if not conn.autocommit:
+        log.warning("skipped partition compaction: needs an autocommit connection")
+        return []
+    done = {name for name, in conn.execute("SELECT name FROM partition_maintenance")}
+    compacted = []
+    for (year, month), name in sorted(partitions.existing(conn).items()):
+        if name in done or partitions.month_bounds(year, month)[1] > now - settle_seconds:
+            continue
+        conn.execute(f"REINDEX TABLE CONCURRENTLY {name}")
+        conn.execute("INSERT INTO partition_maintenance (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
+        compacted.append(name)
+        log.info("compacted partition %s", name)
+    return compacted
