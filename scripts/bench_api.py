@@ -54,14 +54,22 @@ end
 """
 
 
-def bench_database(server_url: str) -> str:
-    """A database `td_bench` beside the given one, created when missing, migrated."""
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'td_bench'").fetchone():
-            conn.execute("CREATE DATABASE td_bench")
+def bench_database(server_url: str, rows: int) -> tuple[str, bool]:
+    """(url, reusable): database `td_bench` beside the given one, recreated unless it holds `rows`."""
     url = urlunsplit(urlsplit(server_url)._replace(path="/td_bench"))
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'td_bench'").fetchone():
+            try:
+                with psycopg.connect(url, autocommit=True) as bench:
+                    have = sum(store.chain_stats(bench, chain_id).rows for chain_id, _ in CHAINS)
+            except psycopg.Error:
+                have = -1
+            if have == rows:
+                return url, True
+            conn.execute("DROP DATABASE td_bench WITH (FORCE)")
+        conn.execute("CREATE DATABASE td_bench")
     migrate(url)
-    return url
+    return url, False
 
 
 def generate(chain_id: int, start: int, count: int, now: int, span_s: int, rng: random.Random) -> list[Transfer]:
@@ -79,12 +87,6 @@ def generate(chain_id: int, start: int, count: int, now: int, span_s: int, rng: 
 
 
 def load(url: str, rows: int) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        have = sum(store.chain_stats(conn, chain_id).rows for chain_id, _ in CHAINS)
-        if have >= rows:
-            print(f"# reusing {have} stored transfers in {redact_url(url)}")
-            return
-        conn.execute("TRUNCATE transfers")
     now, span = int(time.time()) - 3600, 60 * 86400
     per_chain = rows // len(CHAINS)
     rng = random.Random(7)
@@ -186,8 +188,11 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("bench_api: wrk not found on PATH; install it (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
-    url = bench_database(args.database_url)
-    load(url, args.rows)
+    url, reusable = bench_database(args.database_url, args.rows)
+    if reusable:
+        print(f"# reusing {args.rows} stored transfers in {redact_url(url)}")
+    else:
+        load(url, args.rows)
     workdir = Path(tempfile.mkdtemp(prefix="bench_api_"))
     port = free_port()
     config = parse_config({
