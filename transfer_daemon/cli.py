@@ -46,11 +46,6 @@ def _reports_errors(command: Callable) -> Callable:
     return wrapper
 
 
-def _not_yet(name: str) -> None:
-    click.echo(f"transfer-daemon: {name}: not implemented yet", err=True)
-    sys.exit(1)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="transfer-daemon")
 def main() -> None:
@@ -86,8 +81,11 @@ def stop(config_path: str | None) -> None:
 @_reports_errors
 def status(config_path: str | None, as_json: bool) -> None:
     """Per-chain table: lag, last success, rows, worker state."""
-    _load(config_path)
-    _not_yet("status")
+    config = _load(config_path)
+    from transfer_daemon.status_report import gather, render_table
+
+    report = gather(config)
+    click.echo(json.dumps(report, indent=2) if as_json else render_table(report))
 
 
 @main.command()
@@ -124,8 +122,22 @@ def migrate(config_path: str | None) -> None:
 @_reports_errors
 def backfill(config_path: str | None, chain: str, days: int | None) -> None:
     """Backfill one chain in the foreground with a progress bar."""
-    _load(config_path)
-    _not_yet("backfill")
+    config = _load(config_path)
+    try:
+        name = config.chain(chain).name
+    except KeyError:
+        known = ", ".join(c.name for c in config.chains)
+        raise click.BadParameter(f"unknown chain {chain!r} (configured: {known})", param_hint="'--chain'") from None
+    from transfer_daemon.ingest.worker import backfill_foreground
+
+    steps = 1000
+    with click.progressbar(length=steps, label=f"backfill {name}", show_eta=True, show_percent=True) as bar:
+        cursor = backfill_foreground(config, name, days,
+                                     lambda _cursor, share: bar.update(round(share * steps) - bar.pos))
+        bar.update(steps - bar.pos if cursor.backfill_done else 0)
+    state = "done" if cursor.backfill_done else "not done"
+    click.echo(f"backfill {name}: {state}; stored blocks {cursor.backfilled_block}..{cursor.synced_block}"
+               f" (target block {cursor.backfill_target_block})")
 
 
 @main.command()
@@ -161,7 +173,9 @@ def simulate(**options) -> None:
 @_reports_errors
 def demo(port: int, data_dir: str) -> None:
     """Simulated upstream + embedded Postgres + the whole daemon, zero config."""
-    _not_yet("demo")
+    from transfer_daemon.demo import run_demo
+
+    sys.exit(run_demo(port, data_dir, echo=click.echo))
 
 
 if __name__ == "__main__":
