@@ -81,10 +81,8 @@ class Resources:
             if self._sources_pid != os.getpid():
                 self._sources, self._sources_pid = {}, os.getpid()
             if chain.id not in self._sources:
-                source = make_source(chain, limiter_dir=self.limiter_dir)
                 # a request cannot wait through the workers' long retry schedule (minutes)
-                source.http.policy = UPSTREAM_POLICY
-                self._sources[chain.id] = source
+                self._sources[chain.id] = make_source(chain, limiter_dir=self.limiter_dir, retry=UPSTREAM_POLICY)
             return self._sources[chain.id]
 
     def close(self) -> None:
