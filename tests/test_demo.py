@@ -1,0 +1,123 @@
+"""`transfer-daemon demo` as an operator runs it: a real subprocess with its simulator, embedded
+Postgres and the whole daemon; fresh data within a minute; SIGTERM leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+from supervisor_support import wait_for
+
+pytestmark = pytest.mark.slow
+
+STOP_WITHIN_S = 30  # the demo's shutdown_timeout (10 s) + simulator and Postgres stop
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Demo:
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.data_dir = root / "demo"
+        self.output = root / "demo-output.txt"
+        env = {k: v for k, v in os.environ.items() if k != "TRANSFERS_DATABASE_URL"}
+        with open(self.output, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "transfer_daemon.cli", "demo", "--port", str(self.port),
+                 "--data-dir", str(self.data_dir)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env)
+        self.seen: set[int] = {self.process.pid}
+
+    def tail(self) -> str:
+        return self.output.read_text(errors="replace")[-4000:]
+
+    def remember(self) -> None:
+        """The demo's process tree plus the embedded Postgres (pg_ctl detaches it from the tree)."""
+        try:
+            self.seen.update(p.pid for p in psutil.Process(self.process.pid).children(recursive=True))
+            pid_file = self.data_dir / "pgdata" / "postmaster.pid"
+            postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+            self.seen.update([postmaster.pid, *(p.pid for p in postmaster.children(recursive=True))])
+        except (psutil.NoSuchProcess, OSError, ValueError, IndexError):
+            pass
+
+    def get(self, path: str, **params: object) -> requests.Response | None:
+        try:
+            return requests.get(f"http://127.0.0.1:{self.port}{path}", params=params, timeout=5)
+        except requests.RequestException:
+            return None
+
+    def alive(self) -> list[int]:
+        left = []
+        for pid in self.seen:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    left.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        return left
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    running = Demo(tmp_path)
+    yield running
+    if running.process.poll() is None:
+        running.process.kill()
+        running.process.wait()
+    for pid in running.alive():
+        os.kill(pid, signal.SIGKILL)
+
+
+def fresh_page(demo: Demo) -> dict | None:
+    answer = demo.get("/api/transfers", chainId=0)
+    if answer is None or answer.status_code != 200:
+        return None
+    body = answer.json()
+    fresh = body["items"] and body["ingestLagSeconds"] is not None and body["ingestLagSeconds"] <= 30
+    return body if fresh else None
+
+
+def test_demo_serves_fresh_data_and_stops_cleanly(demo: Demo) -> None:
+    page = wait_for(lambda: fresh_page(demo), 120, f"fresh transfers from the demo\n{demo.tail()}", interval=0.5)
+    assert {item["chainId"] for item in page["items"]} <= {1, 25} and set(page["chains"]) == {"1", "25"}
+    health = demo.get("/api/cache-health")
+    assert health is not None and health.status_code == 200, health and health.text
+    assert set(health.json()["chains"]) == {"1", "25"} and health.json()["store"]["ready"]
+
+    config = demo.data_dir / "transfer-daemon.toml"
+
+    def status() -> dict | None:
+        done = subprocess.run([sys.executable, "-m", "transfer_daemon.cli", "status", "--json", "--config",
+                               str(config)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        return report if all((c.get("rows") or 0) > 0 for c in report["chains"]) else None
+
+    report = wait_for(status, 60, "rows on both chains in `status --json`", interval=1)
+    assert [c["name"] for c in report["chains"]] == ["ethereum", "cronos"]
+    assert report["store"]["reachable"] and report["supervisor"]["running"]
+    assert all(c["worker"]["state"] == "RUNNING" for c in report["chains"])
+    assert "demo-key" not in json.dumps(report)
+
+    demo.remember()
+    assert len(demo.seen) >= 7  # demo/supervisor, simulator, 2 workers, api, postgres (+ its workers)
+    started = time.monotonic()
+    demo.process.send_signal(signal.SIGTERM)
+    assert demo.process.wait(STOP_WITHIN_S) == 0, demo.tail()
+    assert time.monotonic() - started < STOP_WITHIN_S
+    wait_for(lambda: not demo.alive(), 10, "no process of the demo left")
