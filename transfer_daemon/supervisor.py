@@ -27,6 +27,7 @@ from transfer_daemon.config import Config, ConfigError, load_config, redact_url
 from transfer_daemon.errors import TransferDaemonError
 from transfer_daemon.heartbeat import Heartbeat
 from transfer_daemon.logs import LogPipeline
+from transfer_daemon.metrics import init_multiprocess, mark_process_dead
 from transfer_daemon.pidfile import PidFile
 from transfer_daemon.state_file import VERSION, state_path, write_state
 
@@ -143,6 +144,8 @@ class Supervisor:
         return 0
 
     def _start(self) -> None:
+        # metric files of an earlier run would be summed into this one's totals
+        init_multiprocess(self.config.daemon.data_dir, wipe=True)
         try:
             specs = self.build_specs(self.config)
         except Exception as exc:
@@ -304,6 +307,8 @@ class Supervisor:
 
     def _on_exit(self, child: Child, code: int | None, now: float) -> None:
         pid, name, extra = child.pid, child.spec.name, {"chain": child.spec.chain}
+        if pid is not None:
+            mark_process_dead(pid)
         beat = self.heartbeats.pop(name, None)
         if beat is not None:
             beat.close()
