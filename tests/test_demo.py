@@ -16,9 +16,12 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+from click.testing import CliRunner
 from supervisor_support import wait_for
 
-pytestmark = pytest.mark.slow
+from transfer_daemon.cli import main
+from transfer_daemon.config import load_config
+from transfer_daemon.demo import HISTORY_DAYS, KEY_ENV, POLL_INTERVAL_S, write_config
 
 STOP_WITHIN_S = 30  # the demo's shutdown_timeout (10 s) + simulator and Postgres stop
 
@@ -92,6 +95,7 @@ def fresh_page(demo: Demo) -> dict | None:
     return body if fresh else None
 
 
+@pytest.mark.slow
 def test_demo_serves_fresh_data_and_stops_cleanly(demo: Demo) -> None:
     page = wait_for(lambda: fresh_page(demo), 120, f"fresh transfers from the demo\n{demo.tail()}", interval=0.5)
     assert {item["chainId"] for item in page["items"]} <= {1, 25} and set(page["chains"]) == {"1", "25"}
@@ -121,3 +125,26 @@ def test_demo_serves_fresh_data_and_stops_cleanly(demo: Demo) -> None:
     assert demo.process.wait(STOP_WITHIN_S) == 0, demo.tail()
     assert time.monotonic() - started < STOP_WITHIN_S
     wait_for(lambda: not demo.alive(), 10, "no process of the demo left")
+
+
+def test_demo_config_points_every_chain_at_the_simulator(tmp_path: Path) -> None:
+    listing = [{"id": 1, "kind": "etherscan", "contracts": ["0x" + "ab" * 20]},
+               {"id": 25, "kind": "rpc_logs", "contracts": ["0x" + "cd" * 20, "0x" + "ef" * 20]}]
+    config = load_config(write_config(tmp_path, 8181, "http://127.0.0.1:5555", listing), environ={})
+    assert config.database.url == "" and config.daemon.data_dir == str(tmp_path) and config.api.port == 8181
+    ethereum, cronos = config.chains
+    assert (ethereum.name, ethereum.base_url, ethereum.api_key_env) == (
+        "ethereum", "http://127.0.0.1:5555/v2/api", KEY_ENV)
+    assert (cronos.name, cronos.rpc_url, cronos.contracts) == (
+        "cronos", "http://127.0.0.1:5555/rpc/25", tuple(listing[1]["contracts"]))
+    assert all(c.backfill_days > HISTORY_DAYS and c.poll_interval_s == POLL_INTERVAL_S for c in config.chains)
+
+
+def test_demo_refuses_a_busy_api_port(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(main, ["demo", "--port", str(port), "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 1
+    assert f"API port {port} is not free" in result.output and not (tmp_path / "d").exists()
