@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from tests.api_support import make_config, migrated, transfer, write
-from transfer_daemon import cache
+from transfer_daemon import cache, metrics
 from transfer_daemon.api import create_app
 from transfer_daemon.cache import WarmCache, page_key
 
@@ -25,9 +25,12 @@ def setup(make_database, tmp_path):
     app.extensions["transfer_daemon"].close()
 
 
-def hits_and_misses() -> tuple[int, int]:
-    hits, misses, _ = cache.hit_ratio()
-    return hits, misses
+def hits_and_misses() -> tuple[float, float]:
+    """(hits, misses) counted by this process: hit_ratio() sums the multiprocess files, which miss
+    counts made before a test switched the process to multiprocess mode."""
+    totals = {s.labels["result"]: s.value for s in metrics.CACHE_REQUESTS.collect()[0].samples
+              if s.name.endswith("_total")}
+    return totals.get("hit", 0.0), totals.get("miss", 0.0)
 
 
 def test_warm_precomputes_page_one_of_each_chain_and_the_aggregate(setup):
@@ -92,12 +95,12 @@ def _put_in_child(shared: WarmCache) -> None:
 
 
 def test_a_handle_made_before_fork_reopens_in_the_child(tmp_path):
-    shared = WarmCache(tmp_path / "cache", 60)
+    shared = WarmCache.on_disk(tmp_path / "cache", 60)
     shared.put("from-parent", b"x")
-    parent_handle = shared.handle
+    parent_handle = shared.backend
     child = multiprocessing.get_context("fork").Process(target=_put_in_child, args=(shared,))
     child.start()
     child.join(10)
     assert child.exitcode == 0
-    assert shared.get("from-child") == b"hello" and shared.handle is parent_handle
+    assert shared.get("from-child") == b"hello" and shared.backend is parent_handle
     shared.close()

@@ -1,6 +1,7 @@
 """Warm cache: page 1 of every chain and of the aggregate, as ready-to-send JSON fragments.
 
-diskcache in data_dir/cache, one handle per process, opened on first use after the fork.
+The backend (cache_backends: diskcache in data_dir/cache on one host, or Redis shared by several
+hosts) holds bytes only; one client per process, opened on first use after the fork.
 Freshness without a database round trip per request: a small *snapshot* entry holds each
 chain's `store.data_version` and ingest times. The worker rewrites it right after every commit
 that changed data (`warm`); an API process reloads it from the store when it is older than
@@ -11,19 +12,20 @@ seconds).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from functools import partial
 
-import diskcache
 import orjson
 
 from transfer_daemon import metrics, store
+from transfer_daemon.cache_backends import CacheBackend, DiskBackend, open_backend
 from transfer_daemon.config import Config
 
 log = logging.getLogger(__name__)
@@ -75,46 +77,64 @@ def page_fragment(items: list[dict], next_cursor: str | None) -> bytes:
 
 
 class WarmCache:
-    """A per-process diskcache handle; safe to construct before a fork, opened after it."""
+    """The warm cache of one process; safe to construct before a fork, its backend opened after it."""
 
-    def __init__(self, directory: str | os.PathLike, ttl_s: float) -> None:
-        self.directory = Path(directory)
+    def __init__(self, opener: Callable[[], CacheBackend], ttl_s: float) -> None:
+        self.opener = opener
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
         self._pid = 0
-        self._cache: diskcache.Cache | None = None
+        self._backend: CacheBackend | None = None
 
     @classmethod
     def for_config(cls, config: Config) -> WarmCache:
-        return cls(Path(config.daemon.data_dir) / "cache", config.cache.ttl_s)
+        return cls(partial(open_backend, config.cache, config.daemon.data_dir), config.cache.ttl_s)
+
+    @classmethod
+    def on_disk(cls, directory: str | os.PathLike, ttl_s: float) -> WarmCache:
+        return cls(partial(DiskBackend, directory), ttl_s)
 
     @property
-    def handle(self) -> diskcache.Cache:
+    def backend(self) -> CacheBackend:
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
-                    self._cache = diskcache.Cache(str(self.directory), size_limit=256 * 2**20)
+                    self._backend = self.opener()
                     self._pid = os.getpid()
-        return self._cache  # type: ignore[return-value]
+        return self._backend  # type: ignore[return-value]
 
     def close(self) -> None:
-        if self._cache is not None and self._pid == os.getpid():
-            self._cache.close()
-        self._cache, self._pid = None, 0
+        if self._backend is not None and self._pid == os.getpid():
+            self._backend.close()
+        self._backend, self._pid = None, 0
 
     def snapshot(self) -> dict[int, ChainState] | None:
-        return self.handle.get(SNAPSHOT_KEY)
+        raw = self.backend.get(SNAPSHOT_KEY)
+        return None if raw is None else decode_snapshot(raw)
 
     def put_snapshot(self, snapshot: dict[int, ChainState]) -> None:
-        self.handle.set(SNAPSHOT_KEY, snapshot, expire=SNAPSHOT_MAX_AGE_S)
+        self.backend.set(SNAPSHOT_KEY, encode_snapshot(snapshot), SNAPSHOT_MAX_AGE_S)
 
     def get(self, key: str) -> bytes | None:
-        value = self.handle.get(key)
+        """A page (or upstream answer); counted as a hit or a miss."""
+        value = self.backend.get(key)
         metrics.CACHE_REQUESTS.labels("miss" if value is None else "hit").inc()
         return value
 
+    def peek(self, key: str) -> bytes | None:
+        """A marker lookup that is not a page: not counted in the hit ratio."""
+        return self.backend.get(key)
+
     def put(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
-        self.handle.set(key, value, expire=self.ttl_s if ttl_s is None else ttl_s)
+        self.backend.set(key, value, self.ttl_s if ttl_s is None else ttl_s)
+
+
+def encode_snapshot(snapshot: dict[int, ChainState]) -> bytes:
+    return orjson.dumps({str(chain_id): list(dataclasses.astuple(state)) for chain_id, state in snapshot.items()})
+
+
+def decode_snapshot(raw: bytes) -> dict[int, ChainState]:
+    return {int(chain_id): ChainState(*fields) for chain_id, fields in orjson.loads(raw).items()}
 
 
 def compute_page(conn, chain_ids: tuple[int, ...], page_size: int, sort: str) -> bytes:

@@ -138,6 +138,13 @@ def _database_url(key: str, raw: Any) -> str:
     return value
 
 
+def _redis_url(key: str, raw: Any) -> str:
+    value = _str(key, raw)
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(key, redact_url(value), "expected a redis://, rediss:// or unix:// URL")
+    return value
+
+
 def _setting(default: Any, convert: Callable[[str, Any], Any], help: str, env: str | None = None):
     from dataclasses import field
 
@@ -196,7 +203,9 @@ class IngestConfig:
 @dataclass(frozen=True)
 class CacheConfig:
     backend: str = _setting("diskcache", _choice("diskcache", "redis"), "diskcache | redis", "TRANSFERS_CACHE_BACKEND")
-    url: str = _setting("", _str, "redis:// URL when backend = redis", "TRANSFERS_CACHE_URL")
+    url: str = _setting("", _redis_url, "redis:// URL when backend = redis", "TRANSFERS_CACHE_URL")
+    prefix: str = _setting("transfer-daemon:", _str, "prefix of every Redis key: one per deployment sharing a server",
+                           "TRANSFERS_CACHE_PREFIX")
     ttl_s: int = _setting(3600, _int(1), "seconds a warm page is kept at most")
 
 
@@ -365,7 +374,7 @@ def dotenv_world_readable(config: Config) -> Path | None:
 
 def redact_url(url: str) -> str:
     """Drop passwords and key-like query values from a URL for logs and messages."""
-    url = re.sub(r"(://[^:/@\s]+):[^@/\s]*@", r"\1:***@", url)
+    url = re.sub(r"(://[^:/@\s]*):[^@/\s]*@", r"\1:***@", url)  # user may be empty: redis://:pw@host
     return re.sub(r"(?i)((?:api_?key|key|token|password)=)[^&\s]+", r"\1***", url)
 
 

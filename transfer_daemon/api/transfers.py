@@ -93,8 +93,9 @@ def _upstream_items(res: Resources, chain: ChainConfig, limit: int) -> tuple[flo
     key, failed_key = f"upstream:{chain.id}:{limit}", f"upstream-failed:{chain.id}"
     cached = res.cache.get(key)
     if cached is not None:
-        return cached
-    if res.cache.handle.get(failed_key) is not None:
+        fetched_at, items = orjson.loads(cached)
+        return fetched_at, items
+    if res.cache.peek(failed_key) is not None:
         return None
     try:
         transfers = res.source(chain).latest_transfers(limit)
@@ -103,7 +104,7 @@ def _upstream_items(res: Resources, chain: ChainConfig, limit: int) -> tuple[flo
         res.cache.put(failed_key, b"1", UPSTREAM_TTL_S)
         return None
     result = (time.time(), [t.to_api() for t in transfers[:limit]])
-    res.cache.put(key, result, UPSTREAM_TTL_S)
+    res.cache.put(key, orjson.dumps(result), UPSTREAM_TTL_S)
     return result
 
 
