@@ -15,6 +15,7 @@ from transfer_daemon.db.pool import open_pool
 from transfer_daemon.ingest import jobs
 from transfer_daemon.simulate import ChainSpec, SimConfig, start_in_thread
 from transfer_daemon.upstream import make_source
+from transfer_daemon.upstream.http import RetryPolicy
 
 KEY_ENV = "INGEST_TEST_KEY"
 ENVIRON = {KEY_ENV: "ingest-test-key"}
@@ -66,11 +67,16 @@ def make_config(data_dir: Path, sim: Sim, kind: str, **chain_overrides) -> Confi
     return parse_config(document, {})
 
 
+#: Retries as in production but in tenths of seconds, so a 20 % fault rate costs little test time.
+FAST_RETRY = RetryPolicy(max_attempts=8, max_total_s=20.0, initial_s=0.1, maximum_s=1.0)
+
+
 def make_context(config: Config, database_url: str) -> jobs.IngestContext:
     migrate(database_url)
     chain = config.chains[0]
     pool = open_pool(database_url, 1, 4, "ingest-test")
-    source = make_source(chain, limiter_dir=str(Path(config.daemon.data_dir) / "limiter"), environ=ENVIRON)
+    source = make_source(chain, limiter_dir=str(Path(config.daemon.data_dir) / "limiter"), environ=ENVIRON,
+                         retry=FAST_RETRY)
     return jobs.IngestContext(config=config, chain=chain, pool=pool, source=source)
 
 

@@ -155,6 +155,13 @@ def test_backfill_window_before_the_target_is_known_stops_at_genesis():
     assert p.backfill_window(Cursor(1), 100) is None
 
 
+def test_split_window_covers_the_window_contiguously():
+    assert p.split_window(p.Window(10, 19), 2) == [p.Window(10, 14), p.Window(15, 19)]
+    assert p.split_window(p.Window(10, 20), 2) == [p.Window(10, 15), p.Window(16, 20)]
+    assert p.split_window(p.Window(5, 5), 2) == [p.Window(5, 5)]
+    assert p.split_window(p.Window(0, 9), 1) == [p.Window(0, 9)]
+
+
 def test_backfill_reached_by_block_or_by_time():
     assert p.backfill_reached(700, 700, None, 0)
     assert not p.backfill_reached(701, 700, 5000, 4000)

@@ -33,8 +33,12 @@ log = logging.getLogger(__name__)
 #: Blocks recounted by one verify run.
 VERIFY_BLOCKS = 2000
 #: Full pages per contract a backfill window aims at: each window ends in one partial page per
-#: contract, so longer windows waste less of the rate limit; memory bounds them (~25 MB at 1000 rows).
-BACKFILL_PAGES_PER_WINDOW = 20
+#: contract part, so longer windows waste less of the rate limit; memory bounds them
+#: (~60 MB at 3 contracts × 1000 rows).
+BACKFILL_PAGES_PER_WINDOW = 40
+#: Parts of a backfill window fetched at once: one request in flight at a time cannot reach the
+#: rate limit when a request takes longer than 1/rate; the shared limiter still paces them all.
+BACKFILL_FETCHERS = 2
 
 
 @dataclass
@@ -252,16 +256,24 @@ def backfill(ctx: IngestContext, budget_s: float | None = None,
     cursor = _reopen_if_extended(ctx, ensure_anchor(ctx))
     deadline = None if budget_s is None else ctx.clock() + budget_s
     pending: Future | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"commit-{ctx.chain.name}") as committer:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"commit-{ctx.chain.name}") as committer, \
+            ThreadPoolExecutor(max_workers=BACKFILL_FETCHERS, thread_name_prefix=f"fetch-{ctx.chain.name}") as fetchers:
+        pipeline = _Pipeline(committer, fetchers)
         try:
             while not cursor.backfill_done:
                 if not ctx.may_call_upstream or (deadline is not None and ctx.clock() >= deadline):
                     break
-                cursor, pending = _backfill_one_window(ctx, cursor, committer, pending, progress)
+                cursor, pending = _backfill_one_window(ctx, cursor, pipeline, pending, progress)
         finally:
             if pending is not None:
                 _committed(pending, progress)
     return cursor.backfill_done
+
+
+@dataclass(frozen=True)
+class _Pipeline:
+    committer: ThreadPoolExecutor  # one thread: windows commit in order
+    fetchers: ThreadPoolExecutor  # the parts of one window
 
 
 def _committed(pending: Future, progress: Callable[[Cursor], None] | None) -> Cursor:
@@ -322,9 +334,17 @@ def _span_bounds(chain: ChainConfig) -> tuple[int, int]:
     return 1, 1_000_000
 
 
-def _fetch_whole(ctx: IngestContext, window: planning.Window) -> Any:
-    """All of [lo, hi], continuing from covered_to + 1 until the window is complete; None when
-    a stop request abandons it (nothing was committed, the cursor has not moved)."""
+def _fetch_whole(ctx: IngestContext, window: planning.Window, fetchers: ThreadPoolExecutor) -> Any:
+    """All of [lo, hi], its parts fetched at once; None when a stop request abandons it (nothing
+    was committed, the cursor has not moved)."""
+    parts = list(fetchers.map(lambda part: _fetch_part(ctx, part), planning.split_window(window, BACKFILL_FETCHERS)))
+    if any(part is None for part in parts):
+        return None
+    return [t for part in parts for t in part[0]], [q for part in parts for q in part[1]]
+
+
+def _fetch_part(ctx: IngestContext, window: planning.Window) -> tuple[list, list] | None:
+    """One part whole, continuing from covered_to + 1 until it is complete."""
     transfers: list[Transfer] = []
     quarantined: list = []
     lo = window.lo
@@ -342,14 +362,14 @@ def _fetch_whole(ctx: IngestContext, window: planning.Window) -> Any:
     return transfers, quarantined
 
 
-def _backfill_one_window(ctx: IngestContext, cursor: Cursor, committer: ThreadPoolExecutor,
+def _backfill_one_window(ctx: IngestContext, cursor: Cursor, pipeline: _Pipeline,
                          pending: Future | None, progress: Callable[[Cursor], None] | None
                          ) -> tuple[Cursor, Future | None]:
     """Fetch the next window whole, wait for the previous commit, hand this one to the committer.
     Returns the cursor as it will be once this window commits, and the pending commit."""
     ctx.backfill_span = ctx.backfill_span or _initial_span(ctx.chain)
     window = planning.backfill_window(cursor, ctx.backfill_span)
-    fetched = _fetch_whole(ctx, window) if window is not None else ([], [])
+    fetched = _fetch_whole(ctx, window, pipeline.fetchers) if window is not None else ([], [])
     if pending is not None:
         _committed(pending, progress)  # in order, and chain_stats below sees its rows
     if fetched is None:
@@ -357,14 +377,14 @@ def _backfill_one_window(ctx: IngestContext, cursor: Cursor, committer: ThreadPo
     transfers, quarantined = fetched
     if window is None:  # the target moved above what is stored: nothing left to fetch
         target = cursor.backfill_target_block or 0
-        return replace(cursor, backfill_done=True), committer.submit(
+        return replace(cursor, backfill_done=True), pipeline.committer.submit(
             _commit_backfill, ctx, None, [], [], target, True)
     oldest = min(((t.block_number, t.time_stamp) for t in transfers), default=None)
     target = _target(ctx, oldest, cursor.synced_block or window.hi)
     done = planning.backfill_reached(window.lo, target, oldest[1] if oldest else None, _cutoff(ctx))
     rows_goal = ctx.chain.page_size * len(ctx.chain.contracts) * BACKFILL_PAGES_PER_WINDOW
     ctx.backfill_span = planning.next_span(ctx.backfill_span, len(transfers), rows_goal, *_span_bounds(ctx.chain))
-    future = committer.submit(_commit_backfill, ctx, window, transfers, quarantined, target, done)
+    future = pipeline.committer.submit(_commit_backfill, ctx, window, transfers, quarantined, target, done)
     return planning.backfilled_cursor(cursor, window, target, done), future
 
 

@@ -168,6 +168,18 @@ def backfill_window(cursor: Cursor, span: int) -> Window | None:
     return Window(max(floor, hi - span + 1), hi)
 
 
+def split_window(window: Window, parts: int) -> list[Window]:
+    """`window` cut into at most `parts` contiguous windows of near-equal size, ascending."""
+    parts = max(1, min(parts, window.size))
+    size, extra = divmod(window.size, parts)
+    out, lo = [], window.lo
+    for index in range(parts):
+        hi = lo + size - 1 + (1 if index < extra else 0)
+        out.append(Window(lo, hi))
+        lo = hi + 1
+    return out
+
+
 def backfill_reached(window_lo: int, target: int, oldest_time: int | None, cutoff: float) -> bool:
     """Done when the window reached the target block, or when rows older than the cutoff time
     showed up (the time is exact where the block estimate is not)."""
