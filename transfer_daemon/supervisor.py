@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import setproctitle
 
 from transfer_daemon.child import Child, ChildSpec, RestartPolicy, State
-from transfer_daemon.config import Config, ConfigError, load_config, redact_url
+from transfer_daemon.config import Config, ConfigError, dotenv_world_readable, load_config, redact_url
 from transfer_daemon.errors import TransferDaemonError
 from transfer_daemon.heartbeat import Heartbeat
 from transfer_daemon.logs import LogPipeline
@@ -463,6 +463,10 @@ def run_start(config: Config, *, foreground: bool = True, announce: Callable[[st
         pidfile.release()
         raise TransferDaemonError(f"cannot open log file {config.daemon.log_file}: {exc}") from None
     pipeline.install()
+    exposed = dotenv_world_readable(config)
+    if exposed:
+        log.warning("insecure permissions on %s: other users can read the secrets in it; run chmod 600 %s",
+                    exposed, exposed)
     if stale:
         log.warning("recovered stale pidfile %s (pid %d was not running)", config.daemon.pidfile, stale)
 

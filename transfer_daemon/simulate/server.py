@@ -26,7 +26,7 @@ from transfer_daemon.simulate.faults import (
     outage_reply,
 )
 from transfer_daemon.simulate.settings import SimConfig
-from transfer_daemon.simulate.stats import SimStats
+from transfer_daemon.simulate.stats import SimStats, redact_key
 
 logger = logging.getLogger(__name__)
 _RPC_RATE_LIMITED = {"jsonrpc": "2.0", "id": None, "error": {"code": -32005, "message": "rate limit exceeded"}}
@@ -74,7 +74,7 @@ class Simulator:
 
     def _explorer(self, request: Request, v2: bool) -> Response:
         query = request.args.to_dict()
-        key = query.get("apikey") or request.remote_addr or "unknown"
+        key = redact_key(query["apikey"]) if query.get("apikey") else request.remote_addr or "unknown"
         self.stats.count("routes", "explorer")
         self.stats.count("requests", key)
 
