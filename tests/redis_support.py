@@ -27,6 +27,14 @@ def require_redis() -> str:
     return REDIS_URL
 
 
+def keys_under(prefix: str) -> list[str]:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        return sorted(key.decode() for key in client.scan_iter(match=prefix + "*", count=1000))
+    finally:
+        client.close()
+
+
 def drop_prefix(prefix: str) -> int:
     """Delete every key under `prefix`; returns how many there were."""
     client = redis.Redis.from_url(REDIS_URL)
