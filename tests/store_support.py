@@ -36,8 +36,8 @@ def stream_ids(conn: psycopg.Connection) -> dict[tuple[int, bytes], int]:
 
 
 def sort_key(t: Transfer, streams: dict[tuple[int, bytes], int]) -> tuple:
-    """The store's total order: time, block, log index, then stream and tx hash."""
-    return (t.time_stamp, t.block_number, t.log_index, streams[(t.chain_id, t.contract_address)], t.tx_hash)
+    """The store's total order: time, block, log index, then stream."""
+    return (t.time_stamp, t.block_number, t.log_index, streams[(t.chain_id, t.contract_address)])
 
 
 def count_rows(conn: psycopg.Connection) -> int:

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from transfer_daemon.model import UINT256_MAX
+from transfer_daemon.model import UINT256_MAX, Transfer
 from transfer_daemon.simulate.chain import ERC20, ERC721, OTHER, SimChain
 from transfer_daemon.simulate.settings import ChainSpec, SimConfig, parse_chains
 
@@ -63,16 +63,18 @@ def test_blocks_hold_the_awkward_cases_clients_must_handle() -> None:
     assert 1 <= len(chain.tokens) <= 3
 
 
-def test_tokentx_truth_keys_by_ordinal_within_transaction_and_contract() -> None:
+def test_tokentx_truth_keys_by_ordinal_within_block_and_contract() -> None:
     chain = _chain("etherscan", transfers_per_block=3)
     head = chain.start_head
     truth = list(chain.truth(head - 500, head, head))
-    by_key: dict[tuple[bytes, bytes], list[int]] = {}
+    by_key: dict[tuple[int, bytes], list[Transfer]] = {}
     for transfer in truth:
-        by_key.setdefault((transfer.tx_hash, transfer.contract_address), []).append(transfer.log_index)
-    assert all(indexes == list(range(len(indexes))) for indexes in by_key.values())
-    assert any(len(indexes) > 1 for indexes in by_key.values())
-    assert len({(t.tx_hash, t.log_index, t.contract_address) for t in truth}) == len(truth)
+        by_key.setdefault((transfer.block_number, transfer.contract_address), []).append(transfer)
+    assert all([t.log_index for t in rows] == list(range(len(rows))) for rows in by_key.values())
+    assert any(len({t.tx_hash for t in rows}) > 1 for rows in by_key.values())  # spans transactions
+    same = Counter((t.tx_hash, t.from_address, t.to_address, t.value, t.contract_address) for t in truth)
+    assert max(same.values()) >= 2  # identical transfers inside one transaction stay two rows
+    assert len({(t.block_number, t.log_index, t.contract_address) for t in truth}) == len(truth)
 
 
 def test_log_kinds_key_by_the_real_log_index() -> None:

@@ -87,8 +87,8 @@ def test_tokentx_rows_are_the_truth_with_the_derived_ordinal(sim: str) -> None:
     seen: dict[tuple[str, str], int] = {}
     derived = []
     for row in rows:
-        ordinal = seen.get((row["hash"], row["contractAddress"]), 0)
-        seen[(row["hash"], row["contractAddress"])] = ordinal + 1
+        ordinal = seen.get((row["blockNumber"], row["contractAddress"]), 0)
+        seen[(row["blockNumber"], row["contractAddress"])] = ordinal + 1
         derived.append((int(row["blockNumber"]), row["hash"], ordinal, row["from"], row["to"], row["value"],
                         row["contractAddress"], row["blockHash"]))
     expected = [(t["blockNumber"], t["hash"], t["logIndex"], t["from"], t["to"], t["value"], t["contractAddress"],

@@ -104,10 +104,10 @@ def test_walks_past_the_10000_window_rereading_boundary_blocks(rsps, tmp_path, f
     assert all(call["page"] == "1" for call in fake_explorer.calls)  # never near page x offset > 10000
     starts = [int(call["startblock"]) for call in fake_explorer.calls]
     assert starts == sorted(starts) and len(starts) > 12
-    by_tx: dict[bytes, list[int]] = {}
+    by_block: dict[tuple[int, bytes], list[int]] = {}
     for t in result.transfers:
-        by_tx.setdefault(t.tx_hash, []).append(t.log_index)
-    assert all(indexes == list(range(len(indexes))) for indexes in by_tx.values())
+        by_block.setdefault((t.block_number, t.contract_address), []).append(t.log_index)
+    assert all(indexes == list(range(len(indexes))) for indexes in by_block.values())
 
 
 def test_max_calls_stops_at_a_whole_block_and_the_rest_follows(rsps, tmp_path, fake):

@@ -48,12 +48,15 @@ def test_gnosisscan_envelope_rows_and_contract_filter():
     assert len(only.transfers) == 1 and only.skipped_reasons == {"other_contract": 2}
 
 
-def test_tokentx_ordinal_per_transaction_and_contract():
+def test_tokentx_ordinal_per_block_and_contract():
     base = sample("etherscan-tokentx-mkr-result-pcko1.json")[0]
     other = dict(base, contractAddress=ADDR_A)
-    rows = [dict(base, value="1"), dict(other, value="2"), dict(base, value="3"), dict(other, value="4")]
+    second_tx = dict(base, hash="0x" + "ab" * 32)
+    next_block = dict(base, blockNumber=str(int(base["blockNumber"]) + 1))
+    rows = [dict(base, value="1"), dict(other, value="2"), dict(base, value="3"), dict(second_tx, value="4"),
+            dict(other, value="5"), dict(next_block, value="6")]
     out = normalize_tokentx(1, rows)
-    assert [(t.value, t.log_index) for t in out.transfers] == [(1, 0), (2, 0), (3, 1), (4, 1)]
+    assert [(t.value, t.log_index) for t in out.transfers] == [(1, 0), (2, 0), (3, 1), (4, 2), (5, 1), (6, 0)]
 
 
 def test_tokentx_quarantined_row_keeps_sibling_ordinals():

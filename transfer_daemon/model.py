@@ -89,9 +89,10 @@ class Transfer:
 
     `log_index` is the log's index in its block when the upstream gives it (`rpc_logs`,
     `etherscan_logs`, Blockscout). Etherscan's `tokentx` rows carry none: there it is the row's
-    ordinal among the rows of the same transaction and contract, in the upstream's ascending
-    order — stable because blocks are always ingested whole. The store's dedup key is therefore
-    (chain_id, tx_hash, log_index, contract_address).
+    ordinal among the rows of the same block and contract, in the upstream's ascending order —
+    stable because blocks are always ingested whole; it follows log order within the block and
+    keeps identical transfers inside one transaction apart. Real log indexes are unique per block,
+    so for every kind the store's key is (chain_id, contract_address, block_number, log_index).
     """
 
     chain_id: int

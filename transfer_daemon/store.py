@@ -157,7 +157,7 @@ def _insert_rows(conn: psycopg.Connection, streams: dict[bytes, int], transfers:
     _copy(conn, "td_staging", streams, rows)
     with conn.cursor() as cur:
         cur.execute("INSERT INTO transfers SELECT * FROM td_staging"
-                    " ORDER BY stream_id, time_stamp, block_number, log_index, tx_hash ON CONFLICT DO NOTHING")
+                    " ORDER BY stream_id, time_stamp, block_number, log_index ON CONFLICT DO NOTHING")
         return cur.rowcount
 
 

@@ -1,4 +1,4 @@
-"""Opaque page cursors: a position in the (time, block, log index, stream, tx) order.
+"""Opaque page cursors: a position in the (time, block, log index, stream) order.
 
 Format: urlsafe base64 (no padding) of a fixed struct plus an 8-byte keyed BLAKE2b check, so a
 cursor that was truncated, edited or made up is rejected with ValueError. The check guards
@@ -14,8 +14,8 @@ import hmac
 import struct
 from dataclasses import dataclass
 
-_VERSION = 1
-_LAYOUT = struct.Struct(">BBqqii32s")  # version, sort, time_stamp, block, log_index, stream, tx_hash
+_VERSION = 2
+_LAYOUT = struct.Struct(">BBqqii")  # version, sort, time_stamp, block, log_index, stream
 _CHECK_KEY = b"transfer-daemon/cursor/v1"
 _CHECK_SIZE = 8
 _SORTS = ("desc", "asc")
@@ -31,7 +31,6 @@ class CursorPosition:
     block_number: int
     log_index: int
     stream_id: int
-    tx_hash: bytes
 
 
 def _check(payload: bytes) -> bytes:
@@ -41,7 +40,7 @@ def _check(payload: bytes) -> bytes:
 def encode_cursor(position: CursorPosition) -> str:
     payload = _LAYOUT.pack(
         _VERSION, _SORTS.index(position.sort), position.time_stamp, position.block_number,
-        position.log_index, position.stream_id, position.tx_hash,
+        position.log_index, position.stream_id,
     )
     return base64.urlsafe_b64encode(payload + _check(payload)).rstrip(b"=").decode("ascii")
 
@@ -59,7 +58,7 @@ def decode_cursor(text: str) -> CursorPosition:
     payload, check = raw[: _LAYOUT.size], raw[_LAYOUT.size :]
     if not hmac.compare_digest(check, _check(payload)):
         raise ValueError("cursor failed its integrity check")
-    version, sort, time_stamp, block, log_index, stream_id, tx_hash = _LAYOUT.unpack(payload)
+    version, sort, time_stamp, block, log_index, stream_id = _LAYOUT.unpack(payload)
     if version != _VERSION or sort >= len(_SORTS):
         raise ValueError("unsupported cursor version")
-    return CursorPosition(_SORTS[sort], time_stamp, block, log_index, stream_id, tx_hash)
+    return CursorPosition(_SORTS[sort], time_stamp, block, log_index, stream_id)

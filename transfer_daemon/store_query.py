@@ -1,8 +1,8 @@
 """Keyset queries over `transfers` for every filter and order of the HTTP API.
 
-Order: time_stamp, block_number, log_index, then stream_id (chain + contract) and tx_hash as
-tie-breakers, all in the sort direction. Two plan shapes, both index scans that stop after the
-page:
+Order: time_stamp, block_number, log_index, then stream_id (chain + contract) as the
+tie-breaker, all in the sort direction (the primary key makes that order total). Two plan
+shapes, both index scans that stop after the page:
 - by stream: for each (chain, contract) stream in scope, the primary key read in order and
   cut at the page size (LATERAL), then the few candidate rows merged;
 - by address: the from/to address index (address key, time key) read in time order, rechecked
@@ -59,7 +59,7 @@ class _Plan:
     def key(self, alias: str, with_stream: bool = True) -> str:
         stream = f", {alias}.stream_id {self.order}" if with_stream else ""
         return (f"{alias}.time_stamp {self.order}, {alias}.block_number {self.order}, "
-                f"{alias}.log_index {self.order}{stream}, {alias}.tx_hash {self.order}")
+                f"{alias}.log_index {self.order}{stream}")
 
 
 _PLANS = {"desc": _Plan("DESC", "<", "<="), "asc": _Plan("ASC", ">", ">=")}
@@ -91,8 +91,8 @@ def _time_conditions(query: TransferQuery, plan: _Plan, lossy_key: bool) -> list
         bounds.append("<= td_ts32(%(until)s)")
     if query.cursor is not None:
         conds.append(f"(t.time_stamp, t.block_number, t.log_index) {plan.le} (%(c_ts)s, %(c_block)s, %(c_log)s)")
-        conds.append(f"(t.time_stamp, t.block_number, t.log_index, t.stream_id, t.tx_hash) {plan.lt}"
-                     " (%(c_ts)s, %(c_block)s, %(c_log)s, %(c_stream)s, %(c_tx)s)")
+        conds.append(f"(t.time_stamp, t.block_number, t.log_index, t.stream_id) {plan.lt}"
+                     " (%(c_ts)s, %(c_block)s, %(c_log)s, %(c_stream)s)")
         bounds.append(f"{plan.le} td_ts32(%(c_ts)s)")
     if lossy_key:
         conds.extend(f"td_ts32(t.time_stamp) {bound}" for bound in bounds)
@@ -194,7 +194,7 @@ def _params(query: TransferQuery, position: CursorPosition | None, offset: int,
     }
     if position is not None:
         params.update(c_ts=position.time_stamp, c_block=position.block_number, c_log=position.log_index,
-                      c_stream=position.stream_id, c_tx=position.tx_hash)
+                      c_stream=position.stream_id)
     return params
 
 
@@ -229,7 +229,7 @@ def query_transfers(conn: psycopg.Connection, query: TransferQuery) -> TransferP
     next_cursor = None
     if len(rows) > query.page_size:
         last = page[-1]
-        next_cursor = encode_cursor(CursorPosition(query.sort, last[1], last[2], last[3], last[4], bytes(last[5])))
+        next_cursor = encode_cursor(CursorPosition(query.sort, last[1], last[2], last[3], last[4]))
     return TransferPage(items, next_cursor)
 
 

@@ -231,15 +231,15 @@ class SimChain:
         """The canonical transfers, keyed the way the product keys this chain's kind (see model.Transfer)."""
         by_ordinal = self.spec.kind == "etherscan"
         for block in self.blocks(first, last, head):
-            seen: dict[tuple[int, str], int] = {}
+            seen: dict[str, int] = {}
             for log in block.logs:
                 if log.kind != ERC20:
                     continue
                 tx = block.txs[log.tx]
                 log_index = log.log_index
                 if by_ordinal:
-                    log_index = seen.get((log.tx, log.address), 0)
-                    seen[(log.tx, log.address)] = log_index + 1
+                    log_index = seen.get(log.address, 0)
+                    seen[log.address] = log_index + 1
                 yield Transfer(
                     self.id, block.number, block.timestamp, bytes.fromhex(tx.hash[2:]), log_index,
                     bytes.fromhex(log.from_[2:]), bytes.fromhex(log.to[2:]), log.value,

@@ -63,7 +63,7 @@ def latest_by_windows(source: UpstreamSource, limit: int, first_span: int = 16, 
 
 
 def newest_first(transfers: list[Transfer], limit: int) -> list[Transfer]:
-    """The API order, newest first; rows that tie (tokentx ordinals of different transactions)
+    """The API order, newest first; rows that tie (tokentx ordinals of different contracts)
     come out in reverse upstream order, as a descending upstream listing gives them."""
     transfers.sort(key=lambda t: (t.time_stamp, t.block_number, t.log_index))
     transfers.reverse()

@@ -5,9 +5,9 @@ regexes, no per-field calls); any surprise sends it to the slow path, which re-p
 field with the model's helpers only to name the reason it is quarantined.
 
 Explorer `tokentx` rows carry no log index: a row's `log_index` is its ordinal among the rows of
-the same (transaction hash, contract) in the order given, which callers keep as the upstream's
-ascending order over whole blocks (see `model.Transfer`). Blockscout rows carry `logIndex`; it is
-used when present. Ordinals are counted over every row whose hash and contract parse, quarantined
+the same (block, contract) in the order given, which callers keep as the upstream's ascending
+order over whole blocks (see `model.Transfer`). Blockscout rows carry `logIndex`; it is used when
+present. Ordinals are counted over every row whose block number and contract parse, quarantined
 or not, so one bad row never shifts the keys of its siblings.
 """
 
@@ -93,24 +93,25 @@ def normalize_tokentx(chain_id: int, rows: Iterable[object], contracts: Collecti
     transfers = out.transfers
     append = transfers.append
     fromhex = bytes.fromhex
-    ordinals: dict[tuple[bytes, bytes], int] = {}
+    ordinals: dict[tuple[int, bytes], int] = {}
     for row in rows:
         try:
-            tx_hex = row["hash"]
+            block_number = _dec(row["blockNumber"], MAX_BLOCK)
             contract_hex = row["contractAddress"]
-            if len(tx_hex) != 66 or len(contract_hex) != 42 or tx_hex[:2] != "0x" or contract_hex[:2] != "0x":
+            if len(contract_hex) != 42 or contract_hex[:2] != "0x":
                 raise _Bad
-            tx_hash = fromhex(tx_hex[2:])
             contract = fromhex(contract_hex[2:])
-            key = (tx_hash, contract)
+            key = (block_number, contract)
             ordinal = ordinals.get(key, 0)
             ordinals[key] = ordinal + 1
             if contracts is not None and contract not in contracts:
                 out.skip("other_contract")
                 continue
+            tx_hex = row["hash"]
             sender = row["from"]
             receiver = row["to"]
-            if len(sender) != 42 or len(receiver) != 42 or sender[:2] != "0x" or receiver[:2] != "0x":
+            if (len(tx_hex) != 66 or len(sender) != 42 or len(receiver) != 42 or tx_hex[:2] != "0x"
+                    or sender[:2] != "0x" or receiver[:2] != "0x"):
                 raise _Bad
             block_hash = row.get("blockHash")
             if block_hash:
@@ -122,9 +123,9 @@ def normalize_tokentx(chain_id: int, rows: Iterable[object], contracts: Collecti
             log_index = row.get("logIndex")
             append(Transfer(
                 chain_id,
-                _dec(row["blockNumber"], MAX_BLOCK),
+                block_number,
                 _dec(row["timeStamp"], MAX_TIMESTAMP),
-                tx_hash,
+                fromhex(tx_hex[2:]),
                 ordinal if log_index is None or log_index == "" else _dec(log_index, MAX_BLOCK),
                 fromhex(sender[2:]),
                 fromhex(receiver[2:]),

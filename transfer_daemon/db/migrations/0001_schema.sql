@@ -38,13 +38,15 @@ CREATE TABLE transfers (
     method_id    bytea
 ) PARTITION BY RANGE (time_stamp);
 
--- Dedup key (chain, contract, tx_hash, log_index) + the partition key; block_number sits between
--- time and log index so the same index serves the API order (time, block, log index) both ways.
+-- Key (chain + contract, block, log index): a log index is unique within its block, and Etherscan
+-- `tokentx` rows (no log index) number their rows per block and contract (see model.Transfer).
+-- time_stamp is in the key only because the partition key must be; it sits before block_number so
+-- the same index serves the API order (time, block, log index) both ways. 24-byte tuples, no hash.
 -- Inserts land in the middle of the index (at the end of each stream's range), where btree splits
 -- pages 50/50: an open month's indexes run ~60-75% full. Once a month is closed it no longer
 -- grows, and the retention job rebuilds its indexes packed full (fillfactor 100).
 ALTER TABLE transfers ADD CONSTRAINT transfers_pkey
-    PRIMARY KEY (stream_id, time_stamp, block_number, log_index, tx_hash) WITH (fillfactor = 100);
+    PRIMARY KEY (stream_id, time_stamp, block_number, log_index) WITH (fillfactor = 100);
 CREATE INDEX transfers_from_idx ON transfers (td_addr32(from_address), td_ts32(time_stamp)) WITH (fillfactor = 100);
 CREATE INDEX transfers_to_idx ON transfers (td_addr32(to_address), td_ts32(time_stamp)) WITH (fillfactor = 100);
 
