@@ -46,7 +46,9 @@ class DiskBackend:
         self._cache = diskcache.Cache(str(self.directory), size_limit=DISK_SIZE_LIMIT)
 
     def get(self, key: str) -> bytes | None:
-        return self._cache.get(key)
+        value = self._cache.get(key)
+        # a cache directory written by an older version may still hold pickled objects
+        return value if isinstance(value, bytes) else None
 
     def set(self, key: str, value: bytes, ttl_s: float) -> None:
         self._cache.set(key, value, expire=ttl_s)
