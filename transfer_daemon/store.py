@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg.types.json import Jsonb
+from psycopg.types.string import BytesBinaryDumper
 
 from transfer_daemon.db import partitions
 from transfer_daemon.model import Cursor, IngestEvent, Quarantined, Transfer
@@ -121,39 +122,59 @@ def _ensure_staging(conn: psycopg.Connection) -> None:
 
 def _copy(conn: psycopg.Connection, table: str, streams: dict[bytes, int], transfers: Sequence[Transfer]) -> None:
     methods: dict[str | None, bytes | None] = {None: None}
-    with conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(_COPY_TYPES)
-        write = copy.write_row
-        for t in transfers:
-            method = t.method_id
-            if method not in methods:
-                methods[method] = bytes.fromhex(method[2:])
-            write((t.time_stamp, t.block_number, streams[t.contract_address], t.log_index, t.tx_hash,
-                   t.from_address, t.to_address, t.value, t.gas_used, t.gas_price, methods[method]))
+    with conn.cursor() as cur:
+        # By oid psycopg picks its DB-API `Binary` dumper for bytea, written in Python; this one is C.
+        cur.adapters.register_dumper(bytes, BytesBinaryDumper)
+        with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_COPY_TYPES)
+            write = copy.write_row
+            for t in transfers:
+                method = t.method_id
+                if method not in methods:
+                    methods[method] = bytes.fromhex(method[2:])
+                write((t.time_stamp, t.block_number, streams[t.contract_address], t.log_index, t.tx_hash,
+                       t.from_address, t.to_address, t.value, t.gas_used, t.gas_price, methods[method]))
 
 
-def _insert_rows(conn: psycopg.Connection, streams: dict[bytes, int], transfers: Sequence[Transfer]) -> int:
+def _stored_keys(conn: psycopg.Connection, rows: Sequence[Transfer],
+                 streams: dict[bytes, int]) -> set[tuple[int, int, int, int]]:
+    """Keys already stored in the batch's key range (streams x time span x block span): for a
+    sync batch only the few rows it repeats, for a fresh backfill batch none."""
+    stamps = [t.time_stamp for t in rows]
+    blocks = [t.block_number for t in rows]
+    found = conn.execute(
+        "SELECT stream_id, time_stamp, block_number, log_index FROM transfers WHERE stream_id = ANY(%s)"
+        " AND time_stamp BETWEEN %s AND %s AND block_number BETWEEN %s AND %s",
+        (sorted(set(streams.values())), min(stamps), max(stamps), min(blocks), max(blocks)),
+    ).fetchall()
+    return set(found)
+
+
+def _new_rows(rows: Sequence[Transfer], streams: dict[bytes, int],
+              stored: set[tuple[int, int, int, int]]) -> list[Transfer]:
+    if not stored:
+        return list(rows)
+    low, high = min(k[1] for k in stored), max(k[1] for k in stored)
+    return [t for t in rows if not low <= t.time_stamp <= high
+            or (streams[t.contract_address], t.time_stamp, t.block_number, t.log_index) not in stored]
+
+
+def _insert_rows(conn: psycopg.Connection, streams: dict[bytes, int], transfers: Sequence[Transfer],
+                 staged: bool) -> int:
     """Insert, skipping stored keys; returns how many rows were new.
 
-    When the batch's key range (its streams, its time span) holds no stored row, the rows are
-    COPYed straight into `transfers` (the chain's write lock keeps that range ours until commit);
-    a duplicate inside the batch then fails the COPY and we fall back to the general path: COPY
+    Rows whose key is already stored are dropped here (the chain's write lock keeps its key
+    ranges ours until commit) and the rest are COPYed straight into `transfers`. A duplicate
+    inside the batch then fails the COPY, and the caller retries the transaction `staged`: COPY
     into the session's staging table and one INSERT … ON CONFLICT DO NOTHING. Rows go in sorted
-    by stream so that each stream's index range grows at its end and leaf pages stay full.
+    by stream so that each stream's index range is touched in one run.
     """
     rows = sorted(transfers, key=lambda t: streams[t.contract_address])
-    stamps = [t.time_stamp for t in rows]
-    overlap = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM transfers WHERE stream_id = ANY(%s) AND time_stamp BETWEEN %s AND %s)",
-        (sorted(set(streams.values())), min(stamps), max(stamps)),
-    ).fetchone()[0]
-    if not overlap:
-        try:
-            with conn.transaction():
-                _copy(conn, "transfers", streams, rows)
-            return len(rows)
-        except psycopg.errors.UniqueViolation:
-            pass
+    if not staged:
+        rows = _new_rows(rows, streams, _stored_keys(conn, rows, streams))
+        if rows:
+            _copy(conn, "transfers", streams, rows)
+        return len(rows)
     _copy(conn, "td_staging", streams, rows)
     with conn.cursor() as cur:
         cur.execute("INSERT INTO transfers SELECT * FROM td_staging"
@@ -168,7 +189,7 @@ def _upsert_blocks(conn: psycopg.Connection, chain_id: int, transfers: Sequence[
             blocks[t.block_number] = (t.time_stamp, t.block_hash)
     conn.execute(
         "INSERT INTO blocks AS b (chain_id, block_number, time_stamp, block_hash)"
-        " SELECT %s, * FROM unnest(%s::int8[], %s::int8[], %s::bytea[])"
+        " SELECT %b, * FROM unnest(%b::int8[], %b::int8[], %b::bytea[])"
         " ON CONFLICT (chain_id, block_number) DO UPDATE"
         " SET time_stamp = EXCLUDED.time_stamp, block_hash = COALESCE(EXCLUDED.block_hash, b.block_hash)"
         " WHERE b.time_stamp <> EXCLUDED.time_stamp"
@@ -236,22 +257,27 @@ def _write(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer
     _require_idle(conn)
     streams = _stream_ids(conn, chain_id, {t.contract_address for t in transfers})
     _ensure_partitions(conn, transfers)
-    if transfers:
-        _ensure_staging(conn)
-    for attempt in (1, 2):
+    staged = False
+    for attempt in (1, 2, 3):
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (WRITE_LOCK_CLASS, chain_id & 0x7FFFFFFF))
                 deleted = 0 if fork_block is None else _delete_from_block(conn, chain_id, fork_block)
-                inserted = _insert_rows(conn, streams, transfers) if transfers else 0
+                inserted = _insert_rows(conn, streams, transfers, staged) if transfers else 0
                 if transfers:
                     _upsert_blocks(conn, chain_id, transfers)
                 _update_chain_state(conn, chain_id, cursor, inserted - deleted, bool(inserted or deleted), True)
                 _insert_events(conn, event, quarantined)
             return inserted, deleted
+        except psycopg.errors.UniqueViolation:
+            # The batch repeats a key within itself: redo it through the staging table.
+            if staged or attempt == 3:
+                raise
+            staged = True
+            _ensure_staging(conn)
         except psycopg.errors.CheckViolation:
             # A partition this process created earlier was dropped by retention elsewhere.
-            if attempt == 2:
+            if attempt == 3:
                 raise
             _cache(conn).months.clear()
             _ensure_partitions(conn, transfers)
