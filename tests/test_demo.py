@@ -110,12 +110,14 @@ def test_demo_serves_fresh_data_and_stops_cleanly(demo: Demo) -> None:
                                str(config)], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
-        return report if all((c.get("rows") or 0) > 0 for c in report["chains"]) else None
+        ready = all((c.get("rows") or 0) > 0 and c["worker"]["state"] == "RUNNING" for c in report["chains"])
+        return report if ready else None
 
-    report = wait_for(status, 60, "rows on both chains in `status --json`", interval=1)
+    # a worker is RUNNING once it has stayed up a few seconds (STARTING before)
+    report = wait_for(status, 60, "running workers and rows on both chains in `status --json`", interval=1)
     assert [c["name"] for c in report["chains"]] == ["ethereum", "cronos"]
     assert report["store"]["reachable"] and report["supervisor"]["running"]
-    assert all(c["worker"]["state"] == "RUNNING" for c in report["chains"])
+    assert all(isinstance(c["worker"]["pid"], int) for c in report["chains"])
     assert "demo-key" not in json.dumps(report)
 
     demo.remember()
