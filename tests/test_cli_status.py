@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -122,11 +125,21 @@ def test_reports_worker_state_and_store_facts(tmp_path: Path, database_url: str,
     assert row.split()[2:5] == ["RUNNING", "4242", "3"] and " 50 " in row and "100%" in row
 
 
-def test_finds_the_running_embedded_server_without_starting_or_holding_one(tmp_path: Path, clean_env: None) -> None:
+@pytest.fixture
+def outside_pytest_tmp() -> Iterator[Path]:
+    """A directory for an embedded server: not under tmp_path, because any pytest session started
+    meanwhile chmods /tmp/pytest-of-<user> to 0700 and so locks out the server's `pgserver` user."""
+    root = Path(tempfile.mkdtemp(prefix="td-status-test-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_finds_the_running_embedded_server_without_starting_or_holding_one(outside_pytest_tmp: Path,
+                                                                         clean_env: None) -> None:
     from transfer_daemon.db.bootstrap import EmbeddedPostgres, migrate
 
-    config = write_config(tmp_path)
-    server = EmbeddedPostgres(tmp_path / "data")
+    config = write_config(outside_pytest_tmp)
+    server = EmbeddedPostgres(outside_pytest_tmp / "data")
     url = server.start()
     try:
         migrate(url)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,14 +78,18 @@ class Demo:
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
-    running = Demo(tmp_path)
+def demo() -> Iterator[Demo]:
+    # Not under tmp_path: every pytest session started meanwhile (other checkouts, other users of the
+    # machine) chmods /tmp/pytest-of-<user> to 0700, which locks out the embedded server's `pgserver` user.
+    root = Path(tempfile.mkdtemp(prefix="td-demo-test-"))
+    running = Demo(root)
     yield running
     if running.process.poll() is None:
         running.process.kill()
         running.process.wait()
     for pid in running.alive():
         os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def fresh_page(demo: Demo) -> dict | None:
