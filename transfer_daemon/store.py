@@ -159,22 +159,20 @@ def _new_rows(rows: Sequence[Transfer], streams: dict[bytes, int],
             or (streams[t.contract_address], t.time_stamp, t.block_number, t.log_index) not in stored]
 
 
-def _insert_rows(conn: psycopg.Connection, streams: dict[bytes, int], transfers: Sequence[Transfer],
-                 staged: bool) -> int:
+def _insert_rows(conn: psycopg.Connection, streams: dict[bytes, int], rows: Sequence[Transfer],
+                 stored: set[tuple[int, int, int, int]] | None) -> int:
     """Insert, skipping stored keys; returns how many rows were new.
 
-    Rows whose key is already stored are dropped here (the chain's write lock keeps its key
-    ranges ours until commit) and the rest are COPYed straight into `transfers`. A duplicate
-    inside the batch then fails the COPY, and the caller retries the transaction `staged`: COPY
-    into the session's staging table and one INSERT … ON CONFLICT DO NOTHING. Rows go in sorted
-    by stream so that each stream's index range is touched in one run.
+    With `stored` (the keys already in the batch's range, read under the chain's write lock,
+    which keeps that range ours until commit) the other rows are COPYed straight into
+    `transfers`; a duplicate inside the batch then fails the COPY, and the caller retries with
+    `stored=None`: COPY into the session's staging table and one INSERT … ON CONFLICT DO NOTHING.
     """
-    rows = sorted(transfers, key=lambda t: streams[t.contract_address])
-    if not staged:
-        rows = _new_rows(rows, streams, _stored_keys(conn, rows, streams))
-        if rows:
-            _copy(conn, "transfers", streams, rows)
-        return len(rows)
+    if stored is not None:
+        fresh = _new_rows(rows, streams, stored)
+        if fresh:
+            _copy(conn, "transfers", streams, fresh)
+        return len(fresh)
     _copy(conn, "td_staging", streams, rows)
     with conn.cursor() as cur:
         cur.execute("INSERT INTO transfers SELECT * FROM td_staging"
@@ -244,12 +242,30 @@ def _delete_from_block(conn: psycopg.Connection, chain_id: int, fork_block: int)
     if row is None:
         return 0
     streams = [r[0] for r in conn.execute("SELECT stream_id FROM streams WHERE chain_id = %s", (chain_id,))]
-    deleted = conn.execute(
-        "DELETE FROM transfers WHERE stream_id = ANY(%s) AND time_stamp >= %s AND block_number >= %s",
+    deleted = conn.execute(  # counted by a query, not rowcount: this may run in pipeline mode
+        "WITH gone AS (DELETE FROM transfers WHERE stream_id = ANY(%s) AND time_stamp >= %s AND block_number >= %s"
+        " RETURNING 1) SELECT count(*) FROM gone",
         (streams, row[0], fork_block),
-    ).rowcount
+    ).fetchone()[0]
     conn.execute("DELETE FROM blocks WHERE chain_id = %s AND block_number >= %s", (chain_id, fork_block))
     return deleted
+
+
+def _write_once(conn: psycopg.Connection, chain_id: int, streams: dict[bytes, int], rows: Sequence[Transfer],
+                cursor: Cursor | None, event: IngestEvent | None, quarantined: Sequence[Quarantined],
+                fork_block: int | None, staged: bool) -> tuple[int, int]:
+    with conn.transaction():
+        with conn.pipeline():  # the lock and the reads it guards in one round trip
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (WRITE_LOCK_CLASS, chain_id & 0x7FFFFFFF))
+            deleted = 0 if fork_block is None else _delete_from_block(conn, chain_id, fork_block)
+            stored = _stored_keys(conn, rows, streams) if rows and not staged else None
+        inserted = _insert_rows(conn, streams, rows, stored) if rows else 0
+        with conn.pipeline():  # these need no answer
+            if rows:
+                _upsert_blocks(conn, chain_id, rows)
+            _update_chain_state(conn, chain_id, cursor, inserted - deleted, bool(inserted or deleted), True)
+            _insert_events(conn, event, quarantined)
+    return inserted, deleted
 
 
 def _write(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer], cursor: Cursor | None,
@@ -257,18 +273,12 @@ def _write(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer
     _require_idle(conn)
     streams = _stream_ids(conn, chain_id, {t.contract_address for t in transfers})
     _ensure_partitions(conn, transfers)
+    # Sorted by stream: each stream's index range is touched in one run.
+    rows = sorted(transfers, key=lambda t: streams[t.contract_address])
     staged = False
     for attempt in (1, 2, 3):
         try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (WRITE_LOCK_CLASS, chain_id & 0x7FFFFFFF))
-                deleted = 0 if fork_block is None else _delete_from_block(conn, chain_id, fork_block)
-                inserted = _insert_rows(conn, streams, transfers, staged) if transfers else 0
-                if transfers:
-                    _upsert_blocks(conn, chain_id, transfers)
-                _update_chain_state(conn, chain_id, cursor, inserted - deleted, bool(inserted or deleted), True)
-                _insert_events(conn, event, quarantined)
-            return inserted, deleted
+            return _write_once(conn, chain_id, streams, rows, cursor, event, quarantined, fork_block, staged)
         except psycopg.errors.UniqueViolation:
             # The batch repeats a key within itself: redo it through the staging table.
             if staged or attempt == 3:

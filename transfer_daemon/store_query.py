@@ -169,12 +169,12 @@ def _streams(conn: psycopg.Connection) -> dict[int, tuple[int, bytes]]:
             conn.execute("SELECT stream_id, chain_id, contract FROM streams")}
 
 
-def _transfer(row: tuple, streams: dict[int, tuple[int, bytes]], hashes: dict[tuple[int, int], bytes]) -> Transfer:
-    chain, ts, block, log_index, sid, tx, frm, to, value, gas_used, gas_price, method = row
+def _transfer(row: tuple, streams: dict[int, tuple[int, bytes]]) -> Transfer:
+    chain, ts, block, log_index, sid, tx, frm, to, value, gas_used, gas_price, method, block_hash = row
     return Transfer(
         chain_id=chain, block_number=block, time_stamp=ts, tx_hash=bytes(tx), log_index=log_index,
         from_address=bytes(frm), to_address=bytes(to), value=int(value), contract_address=streams[sid][1],
-        block_hash=hashes.get((chain, block)),
+        block_hash=None if block_hash is None else bytes(block_hash),
         gas_used=None if gas_used is None else int(gas_used),
         gas_price=None if gas_price is None else int(gas_price),
         method_id=None if method is None else "0x" + bytes(method).hex(),
@@ -210,6 +210,9 @@ def build_sql(query: TransferQuery, streams: dict[int, tuple[int, bytes]]) -> tu
         sql = _stream_sql(query, plan)
     else:
         sql = _address_sql(query, plan, len(scope) == len(streams))
+    # The page's block hashes in the same round trip.
+    sql = (f"SELECT p.*, b.block_hash FROM ({sql}) p LEFT JOIN blocks b"
+           f" ON b.chain_id = p.chain_id AND b.block_number = p.block_number ORDER BY {plan.key('p')}")
     return sql, params, scope
 
 
@@ -224,23 +227,9 @@ def query_transfers(conn: psycopg.Connection, query: TransferQuery) -> TransferP
         return TransferPage([], None)
     rows = conn.execute(sql, params).fetchall()
     page = rows[: query.page_size]
-    hashes = _block_hashes(conn, page)
-    items = [_transfer(row, streams, hashes) for row in page]
+    items = [_transfer(row, streams) for row in page]
     next_cursor = None
     if len(rows) > query.page_size:
         last = page[-1]
         next_cursor = encode_cursor(CursorPosition(query.sort, last[1], last[2], last[3], last[4]))
     return TransferPage(items, next_cursor)
-
-
-def _block_hashes(conn: psycopg.Connection, rows: list[tuple]) -> dict[tuple[int, int], bytes]:
-    if not rows:
-        return {}
-    keys = sorted({(row[0], row[2]) for row in rows})
-    found = conn.execute(
-        "SELECT b.chain_id, b.block_number, b.block_hash FROM unnest(%s::int8[], %s::int8[]) k(c, n)"
-        " JOIN blocks b ON b.chain_id = k.c AND b.block_number = k.n WHERE b.block_hash IS NOT NULL",
-        ([k[0] for k in keys], [k[1] for k in keys]),
-    )
-    return {(chain, block): bytes(block_hash) for chain, block, block_hash in found}
-
