@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import requests
@@ -46,15 +46,17 @@ class SimulatorProcess:
     """`transfer-daemon simulate --port 0` in its own process group (so a terminal's Ctrl-C reaches
     only the supervisor, which stops the daemon first); output goes to `log_path`."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, *, history_days: float = HISTORY_DAYS, block_time_s: float = BLOCK_TIME_S,
+                 extra_args: Sequence[str] = ()) -> None:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self.url = ""
+        self.args = ["--history-days", str(history_days), "--block-time", str(block_time_s),
+                     "--rate-limit", str(SIM_RATE_LIMIT), *extra_args]
 
     def start(self) -> str:
         args = [sys.executable, "-m", "transfer_daemon.cli", "simulate", "--port", "0", "--chains", SIM_CHAINS,
-                "--history-days", str(HISTORY_DAYS), "--block-time", str(BLOCK_TIME_S),
-                "--rate-limit", str(SIM_RATE_LIMIT)]
+                *self.args]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as output:
             self.process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -95,7 +97,7 @@ def _toml(value: object) -> str:
     return json.dumps(value)
 
 
-def _chain_table(chain: dict, sim_url: str) -> list[str]:
+def _chain_table(chain: dict, sim_url: str, overrides: Mapping[str, object]) -> list[str]:
     fields: dict[str, object] = {
         "id": chain["id"], "name": NAMES.get(chain["id"], f"chain-{chain['id']}"), "kind": chain["kind"],
         "contracts": chain["contracts"], "poll_interval_s": POLL_INTERVAL_S,
@@ -105,20 +107,30 @@ def _chain_table(chain: dict, sim_url: str) -> list[str]:
         fields.update(rpc_url=f"{sim_url}/rpc/{chain['id']}", rate_limit_per_sec=8, log_window_blocks=2000)
     else:
         fields.update(base_url=f"{sim_url}/v2/api", api_key_env=KEY_ENV, rate_limit_per_sec=4, page_size=1000)
+    fields.update(overrides)
     return ["[[chains]]", *(f"{key} = {_toml(value)}" for key, value in fields.items()), ""]
 
 
-def write_config(data_dir: Path, port: int, sim_url: str, chains: list[dict]) -> Path:
-    """The demo's TOML: embedded Postgres in data_dir, the API on `port`, every chain on the simulator."""
-    lines = [
-        "# Written by `transfer-daemon demo`; rewritten on every demo start.",
-        "[daemon]", f"data_dir = {_toml(str(data_dir))}",
-        f"log_file = {_toml(str(data_dir / 'log' / 'transfer-daemon.log'))}", "shutdown_timeout = 10", "",
-        "[database]", 'url = ""', "pool_max = 4", "",
-        "[api]", 'host = "127.0.0.1"', f"port = {port}", "workers = 2", "threads = 4", "",
-    ]
+def write_config(data_dir: Path, port: int, sim_url: str, chains: list[dict],
+                 overrides: Mapping[str, Mapping[str, object]] | None = None) -> Path:
+    """The demo's TOML: embedded Postgres in data_dir, the API on `port`, every chain on the simulator.
+
+    `overrides` replaces or adds keys per section (`daemon`, `database`, `api`; `chains` applies to
+    every chain): the soak run reuses this config with a short `stale_after_s` or a server URL.
+    """
+    overrides = overrides or {}
+    sections: dict[str, dict[str, object]] = {
+        "daemon": {"data_dir": str(data_dir), "log_file": str(data_dir / "log" / "transfer-daemon.log"),
+                   "shutdown_timeout": 10},
+        "database": {"url": "", "pool_max": 4},
+        "api": {"host": "127.0.0.1", "port": port, "workers": 2, "threads": 4},
+    }
+    lines = ["# Written by `transfer-daemon demo`; rewritten on every demo start."]
+    for name, fields in sections.items():
+        fields.update(overrides.get(name, {}))
+        lines += [f"[{name}]", *(f"{key} = {_toml(value)}" for key, value in fields.items()), ""]
     for chain in chains:
-        lines += _chain_table(chain, sim_url)
+        lines += _chain_table(chain, sim_url, overrides.get("chains", {}))
     path = data_dir / CONFIG_NAME
     path.write_text("\n".join(lines))
     return path
@@ -133,13 +145,18 @@ def _check_port_free(port: int) -> None:
             raise TransferDaemonError(f"API port {port} is not free ({exc.strerror}); pass --port") from None
 
 
+def isolated_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` without the overrides of declared settings, plus the explorer's dummy key: the
+    demo's file is the whole config."""
+    dropped = {env for _key, _type, _default, env, _help in settings_reference() if env} | {"TRANSFERS_CONFIG"}
+    return {**{k: v for k, v in environ.items() if k not in dropped}, KEY_ENV: "demo-key-not-secret"}
+
+
 def _isolate_environment() -> None:
-    """The demo's file is the whole config: drop env overrides; give the explorer a dummy key."""
-    for _key, _type, _default, env, _help in settings_reference():
-        if env:
-            os.environ.pop(env, None)
-    os.environ.pop("TRANSFERS_CONFIG", None)
-    os.environ[KEY_ENV] = "demo-key-not-secret"
+    clean = isolated_environ(os.environ)
+    for key in set(os.environ) - set(clean):
+        del os.environ[key]
+    os.environ.update(clean)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
