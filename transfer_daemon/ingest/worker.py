@@ -30,6 +30,14 @@ from transfer_daemon.model import Cursor
 
 log = logging.getLogger(__name__)
 
+
+def _not_an_expected_skip(record: logging.LogRecord) -> bool:
+    # max_instances=1 is deliberate (a job never overlaps itself): its skips are not news
+    return "maximum number of running instances reached" not in record.getMessage()
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(_not_an_expected_skip)
+
 HOUR = 3600
 DAY = 86400
 #: Seconds between the main loop's heartbeats and lock checks.
