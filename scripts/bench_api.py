@@ -13,6 +13,7 @@ Needs `wrk` on PATH (Debian: apt-get install wrk).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import multiprocessing
 import os
 import random
@@ -28,10 +29,11 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 
 from transfer_daemon import cache, store
 from transfer_daemon.config import parse_config, redact_url
-from transfer_daemon.db.migrate import migrate
+from transfer_daemon.db.migrate import available_migrations, migrate
 from transfer_daemon.model import Cursor, Transfer
 
 CHAINS = ((1, "ethereum"), (25, "cronos"))
@@ -54,22 +56,33 @@ end
 """
 
 
+def schema_stamp(rows: int) -> str:
+    """What the bench database was loaded with: row count and a digest of the packaged migrations
+    (a migration edited in place changes the digest, so the data is reloaded under the new schema)."""
+    digest = hashlib.sha256("".join(text for _, _, text in available_migrations()).encode()).hexdigest()[:16]
+    return f"bench_api rows={rows} schema={digest}"
+
+
 def bench_database(server_url: str, rows: int) -> tuple[str, bool]:
-    """(url, reusable): database `td_bench` beside the given one, recreated unless it holds `rows`."""
+    """(url, reusable): database `td_bench` beside the given one, recreated unless it holds `rows`
+    loaded under the current schema (its COMMENT records both)."""
     url = urlunsplit(urlsplit(server_url)._replace(path="/td_bench"))
+    stamp = schema_stamp(rows)
     with psycopg.connect(server_url, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'td_bench'").fetchone():
-            try:
-                with psycopg.connect(url, autocommit=True) as bench:
-                    have = sum(store.chain_stats(bench, chain_id).rows for chain_id, _ in CHAINS)
-            except psycopg.Error:
-                have = -1
-            if have == rows:
+        found = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database"
+                             " WHERE datname = 'td_bench'").fetchone()
+        if found is not None:
+            if found[0] == stamp:
                 return url, True
             conn.execute("DROP DATABASE td_bench WITH (FORCE)")
         conn.execute("CREATE DATABASE td_bench")
     migrate(url)
     return url, False
+
+
+def mark_loaded(server_url: str, rows: int) -> None:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("COMMENT ON DATABASE td_bench IS {}").format(sql.Literal(schema_stamp(rows))))
 
 
 def generate(chain_id: int, start: int, count: int, now: int, span_s: int, rng: random.Random) -> list[Transfer]:
@@ -193,6 +206,7 @@ def main() -> int:
         print(f"# reusing {args.rows} stored transfers in {redact_url(url)}")
     else:
         load(url, args.rows)
+        mark_loaded(args.database_url, args.rows)
     workdir = Path(tempfile.mkdtemp(prefix="bench_api_"))
     port = free_port()
     config = parse_config({

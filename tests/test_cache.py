@@ -104,3 +104,18 @@ def test_a_handle_made_before_fork_reopens_in_the_child(tmp_path):
     assert child.exitcode == 0
     assert shared.get("from-child") == b"hello" and shared.backend is parent_handle
     shared.close()
+
+
+def test_a_served_page_is_kept_in_process_until_its_ttl(tmp_path):
+    shared = WarmCache.on_disk(tmp_path / "cache", ttl_s=0.5)
+    key = page_key((1,), 25, "desc", {1: cache.ChainState(3, None, None)})
+    shared.put_page(key, b'"items":[]')
+    shared.backend.delete(key)  # another process's view of the backend no longer matters for this key
+    hits = hits_and_misses()[0]
+    assert shared.page(key) == b'"items":[]'
+    assert hits_and_misses()[0] == hits + 1
+    deadline = time.monotonic() + 5
+    while shared.page(key) is not None:
+        assert time.monotonic() < deadline, "the in-process page outlived the cache TTL"
+        time.sleep(0.05)
+    shared.close()

@@ -34,6 +34,8 @@ SNAPSHOT_KEY = "snapshot"
 SNAPSHOT_MAX_AGE_S = 2.0
 UPSTREAM_TTL_S = 15.0
 WARM_PAGE_SIZE = 25
+#: page 1 fragments a process keeps in memory (chains x sorts x page sizes in use)
+PAGE_MEMO_SIZE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,7 @@ class WarmCache:
         self._lock = threading.Lock()
         self._pid = 0
         self._backend: CacheBackend | None = None
+        self._pages: dict[str, tuple[float, bytes]] = {}  # page key -> (expires at, fragment)
 
     @classmethod
     def for_config(cls, config: Config) -> WarmCache:
@@ -120,6 +123,30 @@ class WarmCache:
         value = self.backend.get(key)
         metrics.CACHE_REQUESTS.labels("miss" if value is None else "hit").inc()
         return value
+
+    def page(self, key: str) -> bytes | None:
+        """A page 1 fragment by `page_key`, counted like get().
+
+        A page key names the data versions it covers, so its fragment never changes: each process
+        keeps the ones it served in memory (until the TTL) and skips the backend read for them.
+        """
+        memo = self._pages.get(key)
+        if memo is not None and memo[0] > time.monotonic():
+            metrics.CACHE_REQUESTS.labels("hit").inc()
+            return memo[1]
+        value = self.get(key)
+        if value is not None:
+            self._remember(key, value)
+        return value
+
+    def put_page(self, key: str, value: bytes) -> None:
+        self.put(key, value)
+        self._remember(key, value)
+
+    def _remember(self, key: str, value: bytes) -> None:
+        if len(self._pages) >= PAGE_MEMO_SIZE:
+            self._pages.clear()  # superseded versions pile up here; starting over costs a read each
+        self._pages[key] = (time.monotonic() + self.ttl_s, value)
 
     def peek(self, key: str) -> bytes | None:
         """A marker lookup that is not a page: not counted in the hit ratio."""

@@ -80,7 +80,8 @@ def parse_uint(value: object, name: str, maximum: int = UINT256_MAX) -> int:
 
 
 def iso_utc(unix_seconds: int) -> str:
-    return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat costs half of strftime; the API formats one per item it serves
+    return datetime.fromtimestamp(unix_seconds, UTC).isoformat()[:19] + "Z"
 
 
 @dataclass(frozen=True, slots=True)

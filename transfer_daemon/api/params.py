@@ -96,18 +96,25 @@ def _single(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     return values
 
 
-def _paging(args: Mapping[str, str]) -> tuple[int | None, int, str | None]:
+def _cursor_sort(cursor: str) -> str:
+    """The sort order a cursor continues; ParameterError unless this API issued it."""
+    try:
+        if len(cursor) > MAX_CURSOR_LENGTH:
+            raise ValueError
+        return decode_cursor(cursor).sort
+    except ValueError:
+        raise ParameterError("cursor", "not a cursor this API returned") from None
+
+
+def _paging(args: Mapping[str, str], sort: str) -> tuple[int | None, int, str | None]:
     page_size = _uint("pageSize", args["pageSize"], 1, MAX_PAGE_SIZE) if "pageSize" in args else DEFAULT_PAGE_SIZE
     cursor = args.get("cursor")
     if cursor is not None:
         if "page" in args:
             raise ParameterError("cursor", "give either page or cursor, not both")
-        try:
-            if len(cursor) > MAX_CURSOR_LENGTH:
-                raise ValueError
-            decode_cursor(cursor)
-        except ValueError:
-            raise ParameterError("cursor", "not a cursor this API returned") from None
+        cursor_sort = _cursor_sort(cursor)
+        if cursor_sort != sort:
+            raise ParameterError("cursor", f"this cursor continues a sort={cursor_sort} listing")
         return None, page_size, cursor
     page = _uint("page", args["page"], 1, MAX_OFFSET) if "page" in args else 1
     if page * page_size > MAX_OFFSET:
@@ -123,12 +130,10 @@ def parse_transfer_args(items: Iterable[tuple[str, str]], chain_ids: Iterable[in
     """
     args = _single(items)
     chain_id = _uint("chainId", args["chainId"], 0, MAX_BLOCK) if "chainId" in args else 0
-    page, page_size, cursor = _paging(args)
     sort = args.get("sort", "desc")
     if sort not in ("desc", "asc"):
         raise ParameterError("sort", "expected desc or asc")
-    if cursor is not None and getattr(decode_cursor(cursor), "sort", sort) != sort:
-        raise ParameterError("cursor", f"this cursor continues a sort={decode_cursor(cursor).sort} listing")
+    page, page_size, cursor = _paging(args, sort)
     addresses = {k: _address(k, args[k]) if k in args else None for k in ("address", "from", "to", "contract")}
     from_block = _uint("fromBlock", args["fromBlock"], 0, MAX_BLOCK) if "fromBlock" in args else None
     to_block = _uint("toBlock", args["toBlock"], 0, MAX_BLOCK) if "toBlock" in args else None

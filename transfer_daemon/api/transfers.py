@@ -76,12 +76,12 @@ def _store_fragment(res: Resources, parsed: ParsedRequest, snap: dict[int, Chain
     query = parsed.query
     if parsed.is_first_page:
         key = page_key(query.chain_ids, query.page_size, query.sort, snap)
-        cached = res.cache.get(key)
+        cached = res.cache.page(key)
         if cached is not None:
             return cached
         with res.connection() as conn:
             fragment = compute_page(conn, query.chain_ids, query.page_size, query.sort)
-        res.cache.put(key, fragment)
+        res.cache.put_page(key, fragment)
         return fragment
     with res.connection() as conn:
         page = store.query_transfers(conn, query)
