@@ -60,7 +60,7 @@ def schema_stamp(rows: int) -> str:
     """What the bench database was loaded with: row count and a digest of the packaged migrations
     (a migration edited in place changes the digest, so the data is reloaded under the new schema)."""
     digest = hashlib.sha256("".join(text for _, _, text in available_migrations()).encode()).hexdigest()[:16]
-    return f"bench_api rows={rows} schema={digest}"
+    return f"bench_api rows={rows} data=v2 schema={digest}"
 
 
 def bench_database(server_url: str, rows: int) -> tuple[str, bool]:
@@ -85,13 +85,16 @@ def mark_loaded(server_url: str, rows: int) -> None:
         conn.execute(sql.SQL("COMMENT ON DATABASE td_bench IS {}").format(sql.Literal(schema_stamp(rows))))
 
 
-def generate(chain_id: int, start: int, count: int, now: int, span_s: int, rng: random.Random) -> list[Transfer]:
-    """`count` transfers ending `now`, evenly spread over `span_s`, a block every 2 rows."""
+def generate(chain_id: int, start: int, count: int, total: int, now: int, span_s: int,
+             rng: random.Random) -> list[Transfer]:
+    """Rows `start`..`start + count` of a chain's `total`, spread evenly over the `span_s` before `now`,
+    a block every 2 rows (both rows of a block share its time)."""
     out = []
     total_blocks = 10_000_000
     for n in range(start, start + count):
         out.append(Transfer(
-            chain_id=chain_id, block_number=total_blocks + n // 2, time_stamp=now - span_s + n * span_s // (2 * count),
+            chain_id=chain_id, block_number=total_blocks + n // 2,
+            time_stamp=now - span_s + n // 2 * 2 * span_s // total,
             tx_hash=rng.randbytes(32), log_index=n % 2, from_address=rng.choice(ADDRESSES),
             to_address=rng.choice(ADDRESSES), value=rng.getrandbits(80), contract_address=CONTRACT,
             block_hash=rng.randbytes(32), gas_used=21000, gas_price=10**9, method_id="0xa9059cbb",
@@ -108,7 +111,7 @@ def load(url: str, rows: int) -> None:
         for chain_id, _ in CHAINS:
             for start in range(0, per_chain, BATCH):
                 # every chain's rows span the same 60 days; n // 2 keeps whole blocks per batch
-                batch = generate(chain_id, start, min(BATCH, per_chain - start), now, span, rng)
+                batch = generate(chain_id, start, min(BATCH, per_chain - start), per_chain, now, span, rng)
                 top = batch[-1].block_number
                 store.write_batch(conn, chain_id, batch, cursor=Cursor(chain_id, synced_block=top), event=None)
         conn.execute("ANALYZE")
@@ -197,6 +200,8 @@ def main() -> int:
                                                                  "postgresql://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", default="10,50")
+    parser.add_argument("--workers", type=int, default=None, help="api.workers (default: the config default)")
+    parser.add_argument("--threads", type=int, default=None, help="api.threads (default: the config default)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("bench_api: wrk not found on PATH; install it (Debian: apt-get install wrk)", file=sys.stderr)
@@ -211,7 +216,7 @@ def main() -> int:
     port = free_port()
     config = parse_config({
         "daemon": {"data_dir": str(workdir / "data"), "log_file": ""},
-        "api": {"port": port, "workers": 2, "threads": 4},
+        "api": {"port": port, **{k: v for k, v in (("workers", args.workers), ("threads", args.threads)) if v}},
         "chains": [{"id": c, "name": n, "kind": "etherscan", "base_url": "http://127.0.0.1:9/api",
                     "contracts": ["0x" + CONTRACT.hex()]} for c, n in CHAINS],
     }, {})
@@ -223,7 +228,7 @@ def main() -> int:
     server = serve(config, url, static_body)
     try:
         wait_ready(base)
-        report(base, args, workdir)
+        report(base, args, workdir, f"workers={config.api.workers} threads={config.api.threads}")
     finally:
         server.terminate()
         server.join(30)
@@ -231,10 +236,10 @@ def main() -> int:
     return 0
 
 
-def report(base: str, args: argparse.Namespace, workdir: Path) -> None:
+def report(base: str, args: argparse.Namespace, workdir: Path, server: str) -> None:
     kinds = query_kinds(base)
-    print(f"# rows={args.rows} server=gunicorn gthread workers=2 threads=4 seconds={args.seconds} "
-          f"static_body_bytes={len(get(base, '/_bench/static'))}")
+    print(f"# rows={args.rows} server=gunicorn gthread {server} seconds={args.seconds} "
+          f"static_body_bytes={len(get(base, '/_bench/static'))} load_average={os.getloadavg()[0]:.2f}")
     for connections in (int(c) for c in args.connections.split(",")):
         static_rps = None
         for kind, paths in kinds.items():
@@ -243,7 +248,7 @@ def report(base: str, args: argparse.Namespace, workdir: Path) -> None:
             static_rps = f["rps"] if kind == "static" else static_rps
             print(f"{kind:16s} c={connections:<3d} rps={f['rps']:8.0f} p50={f['p50_us'] / 1000:6.2f}ms "
                   f"p99={f['p99_us'] / 1000:6.2f}ms errors={int(f['errors'] + f['non2xx'])} "
-                  f"ratio_vs_static={f['rps'] / static_rps:.2f}", flush=True)
+                  f"ratio_vs_static={f['rps'] / static_rps:.2f} load1={os.getloadavg()[0]:.2f}", flush=True)
 
 
 if __name__ == "__main__":
