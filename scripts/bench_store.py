@@ -101,7 +101,7 @@ def sizes(conn: psycopg.Connection) -> tuple[int, dict[str, int]]:
         " WHERE i.inhparent = 'transfers'::regclass"
         " UNION ALL SELECT p.relname, sum(pg_relation_size(ci.inhrelid)) FROM pg_inherits ci"
         " JOIN pg_class p ON p.oid = ci.inhparent WHERE p.relname IN"
-        " ('transfers_pkey', 'transfers_from_idx', 'transfers_to_idx') GROUP BY p.relname"
+        " ('transfers_key', 'transfers_from_idx', 'transfers_to_idx') GROUP BY p.relname"
         " UNION ALL SELECT 'blocks', pg_total_relation_size('blocks')"
     ).fetchall())
     return rows, {k: int(v or 0) for k, v in parts.items()}

@@ -254,17 +254,26 @@ def _delete_from_block(conn: psycopg.Connection, chain_id: int, fork_block: int)
 def _write_once(conn: psycopg.Connection, chain_id: int, streams: dict[bytes, int], rows: Sequence[Transfer],
                 cursor: Cursor | None, event: IngestEvent | None, quarantined: Sequence[Quarantined],
                 fork_block: int | None, staged: bool) -> tuple[int, int]:
-    with conn.transaction():
-        with conn.pipeline():  # the lock and the reads it guards in one round trip
+    """One transaction in four round trips: BEGIN with the lock and the reads it guards, the COPY,
+    the statements that need no answer with COMMIT. (BEGIN/COMMIT are sent by hand to ride in the
+    pipelines; `conn.transaction()` would spend a round trip on each.)"""
+    try:
+        with conn.pipeline():
+            conn.execute("BEGIN")
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (WRITE_LOCK_CLASS, chain_id & 0x7FFFFFFF))
             deleted = 0 if fork_block is None else _delete_from_block(conn, chain_id, fork_block)
             stored = _stored_keys(conn, rows, streams) if rows and not staged else None
         inserted = _insert_rows(conn, streams, rows, stored) if rows else 0
-        with conn.pipeline():  # these need no answer
+        with conn.pipeline():
             if rows:
                 _upsert_blocks(conn, chain_id, rows)
             _update_chain_state(conn, chain_id, cursor, inserted - deleted, bool(inserted or deleted), True)
             _insert_events(conn, event, quarantined)
+            conn.execute("COMMIT")
+    except BaseException:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+        raise
     return inserted, deleted
 
 

@@ -57,9 +57,10 @@ class _Plan:
     le: str  # at or after the cursor's (time, block, log index)
 
     def key(self, alias: str, with_stream: bool = True) -> str:
+        """The API order as the unique key `transfers_key` spells it (block and log index as one)."""
         stream = f", {alias}.stream_id {self.order}" if with_stream else ""
-        return (f"{alias}.time_stamp {self.order}, {alias}.block_number {self.order}, "
-                f"{alias}.log_index {self.order}{stream}")
+        return (f"{alias}.time_stamp {self.order}, td_block_log({alias}.block_number, {alias}.log_index)"
+                f" {self.order}{stream}")
 
 
 _PLANS = {"desc": _Plan("DESC", "<", "<="), "asc": _Plan("ASC", ">", ">=")}
@@ -90,9 +91,10 @@ def _time_conditions(query: TransferQuery, plan: _Plan, lossy_key: bool) -> list
         conds.append("t.time_stamp <= %(until)s")
         bounds.append("<= td_ts32(%(until)s)")
     if query.cursor is not None:
-        conds.append(f"(t.time_stamp, t.block_number, t.log_index) {plan.le} (%(c_ts)s, %(c_block)s, %(c_log)s)")
-        conds.append(f"(t.time_stamp, t.block_number, t.log_index, t.stream_id) {plan.lt}"
-                     " (%(c_ts)s, %(c_block)s, %(c_log)s, %(c_stream)s)")
+        conds.append(f"(t.time_stamp, td_block_log(t.block_number, t.log_index)) {plan.le}"
+                     " (%(c_ts)s, td_block_log(%(c_block)s, %(c_log)s))")
+        conds.append(f"(t.time_stamp, td_block_log(t.block_number, t.log_index), t.stream_id) {plan.lt}"
+                     " (%(c_ts)s, td_block_log(%(c_block)s, %(c_log)s), %(c_stream)s)")
         bounds.append(f"{plan.le} td_ts32(%(c_ts)s)")
     if lossy_key:
         conds.extend(f"td_ts32(t.time_stamp) {bound}" for bound in bounds)
