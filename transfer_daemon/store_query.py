@@ -1,9 +1,9 @@
 """Keyset queries over `transfers` for every filter and order of the HTTP API.
 
 Order: time_stamp, block_number, log_index, then stream_id (chain + contract) as the
-tie-breaker, all in the sort direction (the primary key makes that order total). Two plan
+tie-breaker, all in the sort direction (the unique key makes that order total). Two plan
 shapes, both index scans that stop after the page:
-- by stream: for each (chain, contract) stream in scope, the primary key read in order and
+- by stream: for each (chain, contract) stream in scope, the unique key read in order and
   cut at the page size (LATERAL), then the few candidate rows merged;
 - by address: the from/to address index (address key, time key) read in time order, rechecked
   against the full address, the few rows sharing one second sorted.
