@@ -39,6 +39,21 @@ def test_same_batch_twice_and_overlapping_batches_store_each_transfer_once(conn)
     assert store.chain_stats(conn, 1).rows == 350
 
 
+def test_key_is_contract_block_and_log_index_not_the_transaction(conn) -> None:
+    first = make_transfers(1, 1)[0]
+    twin = replace(first, log_index=first.log_index + 1)  # an identical transfer in the same transaction
+    other_tx = replace(first, tx_hash=b"\x42" * 32)  # same (contract, block, log index): the same transfer
+    other_contract = replace(first, contract_address=b"\x07" * 20)
+    assert store.write_batch(conn, 1, [first, twin], cursor=None, event=None) == 2
+    assert store.write_batch(conn, 1, [other_tx, other_contract], cursor=None, event=None) == 1
+    stored = {(t.tx_hash, t.log_index, t.contract_address) for t in _all(conn, 1)}
+    assert stored == {(first.tx_hash, 0, first.contract_address), (first.tx_hash, 1, first.contract_address),
+                      (first.tx_hash, 0, other_contract.contract_address)}
+    with pytest.raises(psycopg.errors.CheckViolation):  # block and log index share one int8 in the key
+        store.write_batch(conn, 1, [replace(first, log_index=2**24)], cursor=None, event=None)
+    assert count_rows(conn) == 3
+
+
 def test_uint256_max_and_zero_round_trip_with_every_field(conn) -> None:
     base = make_transfers(1, 3)
     rows = [replace(base[0], value=UINT256_MAX, gas_price=UINT256_MAX), replace(base[1], value=0, gas_used=0),
