@@ -4,8 +4,8 @@ period, then a verdict (scripts/soak_support.py) printed as PASS/FAIL lines; exi
 
 Injected on a schedule scaled to the duration: a 20 % upstream fault rate; kill -9 of random workers
 and of the API (pids from supervisor-state.json); a Postgres restart (the embedded server with the
-bundled pg_ctl, or `--restart-server-cmd` with `--database-url`); an upstream outage of 30 % of the
-run; a burst of 50 concurrent API clients with hostile inputs mixed in. Traffic goes only to
+bundled pg_ctl, or `--restart-server-cmd` with `--database-url`) and a kill -9 of the embedded
+postmaster (the supervisor starts it again); an upstream outage of 30 % of the run; a burst of 50 concurrent API clients with hostile inputs mixed in. Traffic goes only to
 127.0.0.1; every process started is killed at the end, also on Ctrl-C or an exception.
 
     python scripts/soak.py [--minutes 10] [--database-url URL [--restart-server-cmd CMD]] [--keep]
@@ -37,6 +37,7 @@ from soak_support import (
     ApiAnswer,
     ChainComparison,
     KillRecord,
+    PgRestart,
     SoakResults,
     Window,
     compare,
@@ -55,8 +56,9 @@ STALE_AFTER_S = 20
 SETTLE_MAX_S = 240
 START_TIMEOUT_S = 120
 # When each injection happens, as a share of the chaos period.
-SCHEDULE = [(0.08, "kill_worker"), (0.16, "kill_api"), (0.25, "restart_postgres"), (0.38, "outage_on"),
-            (0.50, "kill_worker"), (0.68, "outage_off"), (0.75, "burst"), (0.85, "kill_worker"), (0.90, "kill_api")]
+SCHEDULE = [(0.05, "kill_worker"), (0.10, "kill_api"), (0.15, "restart_postgres"), (0.24, "kill_postgres"),
+            (0.40, "outage_on"), (0.52, "kill_worker"), (0.70, "outage_off"), (0.76, "burst"), (0.86, "kill_worker"),
+            (0.92, "kill_api")]
 
 
 HOSTILE = [
@@ -168,15 +170,18 @@ class Prober(threading.Thread):
         health = self.latest_health()
         return bool(health) and all((r.get("ingestLagSeconds") or 1e9) <= limit for r in health.values())
 
-    def watch_ingest_all(self, results: SoakResults, started: float) -> None:
-        """Seconds from `started` until every chain recorded a successful ingest after it."""
-        wall = time.time() - (self.api.now() - started)
+    def watch_postgres(self, results: SoakResults, how: str, started: float, done: float) -> None:
+        """Until /api/cache-health answers 200 again and every chain ingested after the injection."""
+        wall = time.time() - (self.api.now() - done)
+        back = ingest = None
         deadline = time.monotonic() + INGEST_WITHIN_S + 60
-        while time.monotonic() < deadline:
-            if all(int(self.last_success(c)) > int(wall) for c in NAMES):
-                results.pg_ingest_after_s = self.api.now() - started
-                return
-            time.sleep(1)
+        while time.monotonic() < deadline and (back is None or ingest is None):
+            time.sleep(0.5)
+            back = back if back is not None else self.api.first_ok_after(done, "health")
+            if ingest is None and all(int(self.last_success(c)) > int(wall) for c in NAMES):
+                ingest = self.api.now() - started
+        end = back if back is not None else self.api.now()
+        results.pg_restarts.append(PgRestart(how, Window(started, end), ingest))
 
     def finish(self, results: SoakResults) -> None:
         outage = results.outage
@@ -204,14 +209,16 @@ def watch_kill(prober: Prober, results: SoakResults, name: str, old_pid: int, at
     running_after = served_after = None
     deadline = time.monotonic() + (served_from - at) + INGEST_WITHIN_S + 30
     chain = next((c for c, n in NAMES.items() if name == f"worker[{n}]"), None)
-    while time.monotonic() < deadline and served_after is None:
+    while time.monotonic() < deadline and (running_after is None or served_after is None):
         entry = prober.children().get(name) or {}
         if running_after is None and entry.get("state") == "RUNNING" and entry.get("pid") not in (None, old_pid):
             running_after = now() - at
-        if chain is not None and int(prober.last_success(chain)) > int(wall):
+        if served_after is None and chain is not None and int(prober.last_success(chain)) > int(wall):
             served_after = now() - at
-        elif chain is None and (first := prober.api.first_ok_after(at)) is not None:
-            served_after = first - at
+        # the killed master's gunicorn workers answer for about a second more: count the new API's answers
+        elif served_after is None and chain is None and running_after is not None:
+            first = prober.api.first_ok_after(at + running_after)
+            served_after = None if first is None else first - at
         time.sleep(0.25)
     results.kills.append(KillRecord(name, at, old_pid, running_after, served_after, served_from))
 
@@ -345,7 +352,7 @@ class Soak:
 
     def outage_on(self) -> None:
         self.control(outage=True)
-        self.results.outage = Window(self.now(), self.now() + 0.30 * self.duration)
+        self.results.outage = Window(self.now(), self.now() + 0.30 * self.duration)  # the end is planned
 
     def outage_off(self) -> None:
         self.control(outage=False)
@@ -375,21 +382,26 @@ class Soak:
         run_burst(self.api, self.chains, clients=50, seconds=min(30.0, 0.1 * self.duration), rng=self.rng)
 
     def restart_postgres(self) -> None:
+        if self.args.restart_server_cmd:
+            command = self.args.restart_server_cmd
+            self.postgres(command, lambda: subprocess.run(shlex.split(command), check=True, timeout=120))
+        else:
+            self.postgres("pg_ctl restart -m fast", lambda: restart_embedded_postgres(self.root / "pgdata"))
+
+    def kill_postgres(self) -> None:
+        """kill -9 of the embedded postmaster: the supervisor must start it again."""
+        if not self.args.database_url:
+            self.postgres("kill -9 postmaster", lambda: os.kill(self.postmaster().pid, signal.SIGKILL))
+
+    def postgres(self, how: str, action: Callable[[], object]) -> None:
         if self.args.database_url and not self.args.restart_server_cmd:
             self.results.pg_restart_skipped = "--database-url without --restart-server-cmd"
             return
         started = self.now()
-        if self.args.restart_server_cmd:
-            subprocess.run(shlex.split(self.args.restart_server_cmd), check=True, timeout=120)
-        else:
-            restart_embedded_postgres(self.root / "pgdata")
         self.remember()
-        done, back = self.now(), None
-        while back is None and self.now() < done + 60:
-            time.sleep(0.5)
-            back = self.api.first_ok_after(done, "health")
-        self.results.pg_restarts.append(Window(started, back if back is not None else self.now()))
-        thread = threading.Thread(target=self.prober.watch_ingest_all, args=(self.results, started), daemon=True)
+        action()
+        thread = threading.Thread(target=self.prober.watch_postgres, args=(self.results, how, started, self.now()),
+                                  daemon=True)
         thread.start()
         self.watchers.append(thread)
 
@@ -451,6 +463,10 @@ class Soak:
             self.prober.stop()
         if self.daemon is not None:
             self.remember()
+            try:
+                os.killpg(self.daemon.pid, signal.SIGKILL)  # the supervisor's own group (children have theirs)
+            except (ProcessLookupError, PermissionError):
+                pass
             if self.daemon.poll() is None:
                 self.daemon.kill()
                 self.daemon.wait(10)
@@ -504,7 +520,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the chaos period (default 10)")
-    parser.add_argument("--database-url", default="", help="use this Postgres instead of the embedded one")
+    parser.add_argument("--database-url", default="",
+                        help="use this Postgres (an empty database: every stored row is compared) instead of the "
+                             "embedded one")
     parser.add_argument("--restart-server-cmd", default="",
                         help="command that restarts the --database-url server, e.g. "
                              "'pg_ctlcluster --skip-systemctl-redirect 15 main restart'")

@@ -72,15 +72,21 @@ class ChainComparison:
         return self.truth_rows > 0 and not (self.missing or self.extra or self.duplicates or self.mismatched)
 
 
+@dataclass(frozen=True, slots=True)
+class PgRestart:
+    how: str  # "pg_ctl restart -m fast" | "kill -9 postmaster" | the --restart-server-cmd
+    window: Window  # from the injection to the first 200 of /api/cache-health after it
+    ingest_after_s: float | None  # from the injection to a successful ingest on every chain
+
+
 @dataclass
 class SoakResults:
     minutes: float
     stale_after_s: int
     answers: list[ApiAnswer] = field(default_factory=list)
     kills: list[KillRecord] = field(default_factory=list)
-    pg_restarts: list[Window] = field(default_factory=list)  # from the restart command to the first 200 after it
+    pg_restarts: list[PgRestart] = field(default_factory=list)
     pg_restart_skipped: str = ""  # why no Postgres restart was injected ("" when one was)
-    pg_ingest_after_s: float | None = None  # restart -> the next successful ingest on every chain
     outage: Window | None = None
     stale_seen: dict[int, bool] = field(default_factory=dict)  # per chain: stale=true on /api/transfers in the outage
     max_lag_outage: dict[int, int] = field(default_factory=dict)
@@ -134,10 +140,11 @@ def api_checks(results: SoakResults) -> list[Check]:
     answers = results.answers
     classes = Counter("none" if a.status is None else f"{a.status // 100}xx" for a in answers)
     by_class = " ".join(f"{name}={classes.get(name, 0)}" for name in ("2xx", "4xx", "5xx", "none"))
-    allowed = [a for a in answers if a.status == 503 and a.retry_after and _inside(a.at, results.pg_restarts)]
+    pg_windows = [restart.window for restart in results.pg_restarts]
+    allowed = [a for a in answers if a.status == 503 and a.retry_after and _inside(a.at, pg_windows)]
     breaches = [a for a in answers if a.status is not None and a.status >= 500 and a not in allowed]
     api_down = [Window(k.at, k.at + (k.served_after_s or 0.0)) for k in results.kills if k.target == "api"]
-    silent = [a for a in answers if a.status is None and not _inside(a.at, [*api_down, *results.pg_restarts])]
+    silent = [a for a in answers if a.status is None and not _inside(a.at, [*api_down, *pg_windows])]
     hostile = [a for a in answers if a.hostile]
     wrong = [a for a in hostile if a.status != 400]
     wrong_figure = ", ".join(f"{a.kind}->{a.status}" for a in wrong[:5])
@@ -161,7 +168,6 @@ def kill_checks(results: SoakResults) -> list[Check]:
     checks = []
     for kill in results.kills:
         limit = API_ANSWERS_WITHIN_S if kill.target == "api" else INGEST_WITHIN_S
-        served_from_kill = None if kill.served_after_s is None else kill.served_after_s
         served_late = kill.served_after_s is None or kill.served_after_s - (kill.served_from - kill.at) > limit
         running_ok = kill.running_after_s is not None and kill.running_after_s <= RUNNING_WITHIN_S
         what = "next 200" if kill.target == "api" else "next ingest"
@@ -169,7 +175,7 @@ def kill_checks(results: SoakResults) -> list[Check]:
             f"kill -9 {kill.target} (pid {kill.old_pid}) at t={kill.at:.0f}s: restarted and serving",
             running_ok and not served_late,
             f"RUNNING again after {_seconds(kill.running_after_s)} (limit {RUNNING_WITHIN_S:.0f}s); "
-            f"{what} after {_seconds(served_from_kill)}"
+            f"{what} after {_seconds(kill.served_after_s)}"
             + (f" (clock from outage end t={kill.served_from:.0f}s)" if kill.served_from > kill.at else "")
             + f" (limit {limit:.0f}s)"))
     if not any(k.target.startswith("worker[") for k in results.kills):
@@ -184,11 +190,15 @@ def postgres_checks(results: SoakResults) -> list[Check]:
         return [Check("postgres restart", True, f"skipped: {results.pg_restart_skipped}")]
     if not results.pg_restarts:
         return [Check("postgres restart", False, "no restart was injected")]
-    window = results.pg_restarts[0]
-    recovered = results.pg_ingest_after_s is not None and results.pg_ingest_after_s <= INGEST_WITHIN_S
-    return [Check("postgres restart: API back and every chain ingesting again", recovered,
-                  f"restart at t={window.start:.0f}s, API 200 again after {window.end - window.start:.1f}s, "
-                  f"every chain ingested after {_seconds(results.pg_ingest_after_s)} (limit {INGEST_WITHIN_S:.0f}s)")]
+    checks = []
+    for restart in results.pg_restarts:
+        window, ingest = restart.window, restart.ingest_after_s
+        checks.append(Check(
+            f"postgres {restart.how} at t={window.start:.0f}s: API back and every chain ingesting again",
+            ingest is not None and ingest <= INGEST_WITHIN_S,
+            f"API 200 again after {window.end - window.start:.1f}s, every chain ingested after {_seconds(ingest)} "
+            f"(limit {INGEST_WITHIN_S:.0f}s)"))
+    return checks
 
 
 def _lags(values: dict[int, int] | dict[int, int | None]) -> str:

@@ -13,6 +13,7 @@ from soak_support import (  # noqa: E402  (scripts/ is not a package)
     ApiAnswer,
     ChainComparison,
     KillRecord,
+    PgRestart,
     SoakResults,
     Window,
     compare,
@@ -35,7 +36,7 @@ def passing() -> SoakResults:
                  ApiAnswer(31.0, "probe", 503, retry_after=True)],
         kills=[KillRecord("worker[ethereum]", 10.0, 100, 2.0, 8.0, 10.0), KillRecord("api", 20.0, 200, 1.5, 3.0, 20.0),
                KillRecord("worker[cronos]", 60.0, 300, 2.0, 50.0, 80.0)],
-        pg_restarts=[Window(30.0, 35.0)], pg_ingest_after_s=12.0, outage=Window(45.0, 80.0),
+        pg_restarts=[PgRestart("pg_ctl restart -m fast", Window(30.0, 35.0), 12.0)], outage=Window(45.0, 80.0),
         stale_seen={1: True, 25: True}, max_lag_outage={1: 40, 25: 41}, max_lag_after={1: 9, 25: 7},
         lag_recovered_after_s=30.0, final_lag={1: 3, 25: 4},
         comparisons=[compare(1, 10, [item(1), item(2)], [item(1), item(2)])],
@@ -139,6 +140,12 @@ def test_missing_injections_are_breaches() -> None:
     assert failed(results) == [
         "api: 0 x 5xx (503+Retry-After allowed only in the Postgres restart window)",  # no window: none allowed
         "kill -9 of the API injected", "postgres restart", "upstream outage injected"]
+
+
+def test_postgres_that_does_not_recover_breaches() -> None:
+    results = passing()
+    results.pg_restarts.append(PgRestart("kill -9 postmaster", Window(40.0, 41.0), None))
+    assert failed(results) == ["postgres kill -9 postmaster at t=40s: API back and every chain ingesting again"]
 
 
 def test_skipped_postgres_restart_is_reported_not_failed() -> None:

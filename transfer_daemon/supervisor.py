@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 SpecBuilder = Callable[[Config], list[ChildSpec]]
 _HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 _PR_SET_PDEATHSIG = 1
+DATABASE_CHECK_S = 5.0
 # ChainConfig fields only the worker uses: changing them must not restart the API.
 _INGEST_ONLY = {"poll_interval_s", "page_size", "max_pages_per_cycle", "backfill_days", "start_block",
                 "confirmations", "max_reorg_depth", "log_window_blocks"}
@@ -121,6 +122,7 @@ class Supervisor:
         self._started_at = time.time()
         self._wall_offset = time.time() - time.monotonic()
         self._published: dict[str, Any] | None = None
+        self._database_checked_at = time.monotonic()
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -134,6 +136,7 @@ class Supervisor:
                 self._dispatch_signals()
                 self._reap()
                 self._manage(time.monotonic())
+                self._watch_database(time.monotonic())
                 self._publish()
             log.info("stopped: every child has exited")
         finally:
@@ -226,6 +229,18 @@ class Supervisor:
                 log.info("running %s (pid %d)", child.spec.name, child.pid, extra={"chain": child.spec.chain})
             if not self.stopping and child.due(now):
                 self._spawn(child, now)
+
+    def _watch_database(self, now: float) -> None:
+        """Every few seconds: an embedded Postgres that died is started again (its URL stays the same)."""
+        if self.stopping or now < self._database_checked_at + DATABASE_CHECK_S:
+            return
+        self._database_checked_at = now
+        from transfer_daemon.db.bootstrap import revive_embedded
+
+        try:
+            revive_embedded(self.config)
+        except Exception as exc:
+            log.exception("failed to check the embedded postgres: %s", exc)
 
     def _check_heartbeat(self, child: Child, now: float) -> None:
         beat = self.heartbeats.get(child.spec.name)

