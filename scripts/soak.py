@@ -5,8 +5,9 @@ period, then a verdict (scripts/soak_support.py) printed as PASS/FAIL lines; exi
 Injected on a schedule scaled to the duration: a 20 % upstream fault rate; kill -9 of random workers
 and of the API (pids from supervisor-state.json); a Postgres restart (the embedded server with the
 bundled pg_ctl, or `--restart-server-cmd` with `--database-url`) and a kill -9 of the embedded
-postmaster (the supervisor starts it again); an upstream outage of 30 % of the run; a burst of 50 concurrent API clients with hostile inputs mixed in. Traffic goes only to
-127.0.0.1; every process started is killed at the end, also on Ctrl-C or an exception.
+postmaster (the supervisor starts it again); an upstream outage of 30 % of the run; a burst of 50
+concurrent API clients with hostile inputs mixed in. Traffic goes only to 127.0.0.1; every process
+started is killed at the end, also on Ctrl-C or an exception.
 
     python scripts/soak.py [--minutes 10] [--database-url URL [--restart-server-cmd CMD]] [--keep]
 """
