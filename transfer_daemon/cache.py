@@ -88,6 +88,7 @@ class WarmCache:
         self._pid = 0
         self._backend: CacheBackend | None = None
         self._pages: dict[str, tuple[float, bytes]] = {}  # page key -> (expires at, fragment)
+        self._snapshot: tuple[bytes, dict[int, ChainState]] | None = None  # last read: (raw, decoded)
 
     @classmethod
     def for_config(cls, config: Config) -> WarmCache:
@@ -113,7 +114,13 @@ class WarmCache:
 
     def snapshot(self) -> dict[int, ChainState] | None:
         raw = self.backend.get(SNAPSHOT_KEY)
-        return None if raw is None else decode_snapshot(raw)
+        if raw is None:
+            return None
+        last = self._snapshot
+        if last is None or last[0] != raw:
+            # every request reads the snapshot; it changes only when a worker or a reload rewrites it
+            last = self._snapshot = (raw, decode_snapshot(raw))
+        return last[1]
 
     def put_snapshot(self, snapshot: dict[int, ChainState]) -> None:
         self.backend.set(SNAPSHOT_KEY, encode_snapshot(snapshot), SNAPSHOT_MAX_AGE_S)
