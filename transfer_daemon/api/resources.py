@@ -53,6 +53,9 @@ class Resources:
                         max_size=self.config.database.pool_max, name=f"api-{os.getpid()}",
                         timeout=POOL_TIMEOUT_S, open=True,
                         kwargs={"autocommit": True},
+                        # after a Postgres restart every idle connection is dead: replace it before use
+                        # instead of answering one 503 per connection once the server is back
+                        check=psycopg_pool.ConnectionPool.check_connection,
                     )
                     self._pool_pid = os.getpid()
                     log.info("opened pool for api: %s", redact_url(self.database_url))
