@@ -228,7 +228,8 @@ def main() -> int:
     server = serve(config, url, static_body)
     try:
         wait_ready(base)
-        report(base, args, workdir, f"workers={config.api.workers} threads={config.api.threads}")
+        worker_class = "sync" if config.api.threads == 1 else "gthread"
+        report(base, args, workdir, f"{worker_class} workers={config.api.workers} threads={config.api.threads}")
     finally:
         server.terminate()
         server.join(30)
@@ -238,7 +239,7 @@ def main() -> int:
 
 def report(base: str, args: argparse.Namespace, workdir: Path, server: str) -> None:
     kinds = query_kinds(base)
-    print(f"# rows={args.rows} server=gunicorn gthread {server} seconds={args.seconds} "
+    print(f"# rows={args.rows} server=gunicorn {server} seconds={args.seconds} "
           f"static_body_bytes={len(get(base, '/_bench/static'))} load_average={os.getloadavg()[0]:.2f}")
     for connections in (int(c) for c in args.connections.split(",")):
         static_rps = None

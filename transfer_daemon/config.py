@@ -190,7 +190,7 @@ class ApiConfig:
         "persistent", _choice(*DATA_SOURCES), "persistent | upstream", "TRANSFERS_DATA_SOURCE"
     )
     workers: int = _setting(2, _int(1, 64), "WSGI worker processes")
-    threads: int = _setting(4, _int(1, 256), "threads per WSGI worker")
+    threads: int = _setting(1, _int(1, 256), "threads per WSGI worker; 1 = sync workers, more = gthread")
     stale_after_s: int = _setting(300, _int(1), "lag beyond which data is reported stale")
 
 

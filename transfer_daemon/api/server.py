@@ -1,10 +1,14 @@
-"""run_api: the production WSGI server — gunicorn, embedded, with gthread workers.
+"""run_api: the production WSGI server — gunicorn, embedded.
 
 Chosen over waitress by measurement (scripts/bench_api.py, warm page 1, wrk -c10 on 2 cores):
 waitress is one process, so every request shares one GIL; gunicorn forks `api.workers`
-processes with `api.threads` threads each and uses both cores. Each worker builds its own app
-in `load()` (after the fork): pool, cache handle and upstream sources are opened there lazily,
-never inherited from the master.
+processes and uses both cores. With `api.threads = 1` (the default) they are sync workers, one
+request at a time each: on 2 cores they halved p99 against gthread (2 x 4 threads) at the same
+throughput, since no request waits for a GIL held by another thread of its process and no
+thread pool hands requests around. `api.threads > 1` selects gthread (keep-alive, several
+requests in flight per process) for slow clients without a buffering proxy in front, or
+upstream mode under many clients. Each worker builds its own app in `load()` (after the fork):
+pool, cache handle and upstream sources are opened there lazily, never inherited from the master.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ class ApiServer(BaseApplication):
             "bind": f"{config.api.host}:{config.api.port}",
             "workers": config.api.workers,
             "threads": config.api.threads,
-            "worker_class": "gthread",
+            "worker_class": "sync" if config.api.threads == 1 else "gthread",
             "keepalive": 5,
             "graceful_timeout": max(1, int(config.daemon.shutdown_timeout) - 2),
             "proc_name": "transfer-daemon api",
@@ -68,7 +72,8 @@ def run_api(config: Config, database_url: str, *, options: dict | None = None,
             app_options: dict | None = None) -> None:
     """Serve the API until SIGTERM/SIGINT (gunicorn's graceful stop), then return."""
     metrics.init_multiprocess(config.daemon.data_dir)
-    log.info("started api on %s:%d with %d workers", config.api.host, config.api.port, config.api.workers)
+    log.info("started api on %s:%d with %d workers x %d threads", config.api.host, config.api.port,
+             config.api.workers, config.api.threads)
     try:
         ApiServer(config, database_url, options, app_options).run()
     except SystemExit as exc:
