@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.api_support import ALICE, BOB, CAROL, make_config, migrated, transfer, write
@@ -127,3 +129,24 @@ def test_unreachable_database_is_503_not_500(tmp_path):
         response = app.test_client().get(path)
         assert response.status_code == 503 and response.headers["Retry-After"], path
     app.extensions["transfer_daemon"].close()
+
+
+def test_connections_the_server_closed_are_replaced_before_use(seeded):
+    """A Postgres restart terminates every pooled backend; the next requests get fresh ones, not 503s."""
+    import psycopg
+
+    app, url = seeded
+    client = app.test_client()
+    pool = app.extensions["transfer_daemon"].pool()
+    pool.wait()
+    assert client.get("/api/transfers?chainId=1&page=2").status_code == 200
+    others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"SELECT pg_terminate_backend(pid) {others}")
+        deadline = time.monotonic() + 10
+        while admin.execute(f"SELECT count(*) {others}").fetchone()[0]:  # a restart is over once they are gone
+            assert time.monotonic() < deadline, "terminated backends never exited"
+            time.sleep(0.05)
+    assert pool.get_stats()["pool_available"] >= 1  # dead ones still sit in the pool
+    for page in (2, 3, 2):
+        assert client.get(f"/api/transfers?chainId=1&page={page}&pageSize=5").status_code == 200

@@ -32,6 +32,19 @@ _NOT_MIGRATED = ("42P01", "42883", "42703")
 UPSTREAM_POLICY = RetryPolicy(max_attempts=2, max_total_s=5.0, initial_s=0.5, maximum_s=1.0)
 
 
+def check_idle_connection(conn: psycopg.Connection) -> None:
+    """Raise if the server closed `conn` while it sat in the pool — without a round trip.
+
+    psycopg_pool's own check sends a query: one more round trip per request. A backend that
+    was terminated (restart, kill) sends a FATAL notice and closes its socket, so reading what
+    is waiting on the socket tells: the first read takes the notice, the second meets the close.
+    """
+    for _ in range(2):
+        conn.pgconn.consume_input()  # OperationalError once the server has closed the socket
+    if conn.pgconn.status != psycopg.pq.ConnStatus.OK:
+        raise psycopg.OperationalError("connection closed by the server")
+
+
 class Resources:
     def __init__(self, config: Config, database_url: str) -> None:
         self.config = config
@@ -55,7 +68,7 @@ class Resources:
                         kwargs={"autocommit": True},
                         # after a Postgres restart every idle connection is dead: replace it before use
                         # instead of answering one 503 per connection once the server is back
-                        check=psycopg_pool.ConnectionPool.check_connection,
+                        check=check_idle_connection,
                     )
                     self._pool_pid = os.getpid()
                     log.info("opened pool for api: %s", redact_url(self.database_url))
