@@ -146,6 +146,9 @@ def _stored_keys(conn: psycopg.Connection, rows: Sequence[Transfer],
         "SELECT stream_id, time_stamp, block_number, log_index FROM transfers WHERE stream_id = ANY(%s)"
         " AND time_stamp BETWEEN %s AND %s AND block_number BETWEEN %s AND %s",
         (sorted(set(streams.values())), min(stamps), max(stamps), min(blocks), max(blocks)),
+        # Planned each time: a plan cached while the table was small (a seq scan) would stay
+        # cached while the partition grows, and each batch would read all of it.
+        prepare=False,
     ).fetchall()
     return set(found)
 
