@@ -477,8 +477,6 @@ class Soak:
             except ProcessLookupError:
                 pass
         self.sim.stop()
-        if not self.args.keep and not self.args.data_dir:
-            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def restart_embedded_postgres(pgdata: Path) -> None:
@@ -551,7 +549,12 @@ def main(argv: list[str] | None = None) -> int:
         soak.cleanup()
     checks = evaluate(soak.results)
     print(format_report(soak.results, checks), flush=True)
-    return 0 if all(c.passed for c in checks) else 1
+    passed = all(c.passed for c in checks)
+    if passed and not args.keep and not args.data_dir:
+        shutil.rmtree(soak.root, ignore_errors=True)
+    elif not passed:
+        print(f"soak: logs and data kept in {soak.root}", flush=True)
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

@@ -66,6 +66,8 @@ class ChainComparison:
     extra: int
     duplicates: int
     mismatched: int
+    examples: tuple[str, ...] = ()  # a few missing/extra/mismatched rows, to start the investigation from
+
 
     @property
     def equal(self) -> bool:
@@ -113,23 +115,27 @@ def _key(item: dict) -> tuple:
     return (item["chainId"], item["hash"], item["logIndex"], item["contractAddress"])
 
 
+def _describe(what: str, item: dict) -> str:
+    return (f"{what} block {item['blockNumber']} tx {item['hash'][:12]} logIndex {item['logIndex']} "
+            f"value {item['value']}")
+
+
 def compare(chain_id: int, to_block: int, truth: Iterable[dict], stored: Iterable[dict]) -> ChainComparison:
     """Store vs truth by key (chain, tx hash, log index, contract); values compared on shared keys."""
     truth_by_key = {_key(item): item for item in truth}
     stored_items = list(stored)
     counts = Counter(_key(item) for item in stored_items)
     stored_by_key = {_key(item): item for item in stored_items}
-    mismatched = sum(
-        1 for key, item in stored_by_key.items()
-        if key in truth_by_key and any(item[f] != truth_by_key[key][f] for f in VALUE_FIELDS)
-    )
+    missing = [truth_by_key[k] for k in truth_by_key.keys() - stored_by_key.keys()]
+    extra = [stored_by_key[k] for k in stored_by_key.keys() - truth_by_key.keys()]
+    mismatched = [item for key, item in stored_by_key.items()
+                  if key in truth_by_key and any(item[f] != truth_by_key[key][f] for f in VALUE_FIELDS)]
+    examples = [_describe(what, item) for what, items in (("missing", missing), ("extra", extra),
+                                                           ("mismatched", mismatched)) for item in items[:3]]
     return ChainComparison(
-        chain_id, to_block, len(truth_by_key), len(stored_items),
-        missing=len(truth_by_key.keys() - stored_by_key.keys()),
-        extra=len(stored_by_key.keys() - truth_by_key.keys()),
-        duplicates=sum(n - 1 for n in counts.values() if n > 1),
-        mismatched=mismatched,
-    )
+        chain_id, to_block, len(truth_by_key), len(stored_items), missing=len(missing), extra=len(extra),
+        duplicates=sum(n - 1 for n in counts.values() if n > 1), mismatched=len(mismatched),
+        examples=tuple(examples))
 
 
 def _inside(at: float, windows: Sequence[Window]) -> bool:
@@ -231,7 +237,8 @@ def store_checks(results: SoakResults) -> list[Check]:
         return [Check("store == truth", False, "no chain compared")]
     return [Check(f"store == truth for chain {c.chain_id} up to block {c.to_block}", c.equal,
                   f"truth {c.truth_rows}, stored {c.stored_rows}; missing {c.missing}, extra {c.extra}, "
-                  f"duplicate {c.duplicates}, mismatched {c.mismatched}") for c in results.comparisons]
+                  f"duplicate {c.duplicates}, mismatched {c.mismatched}"
+                  + "".join(f"\n        {example}" for example in c.examples)) for c in results.comparisons]
 
 
 def upstream_checks(results: SoakResults) -> list[Check]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,11 @@ def test_clean_run_passes_and_report_says_so() -> None:
 def test_compare_counts_missing_extra_duplicate_and_mismatched() -> None:
     truth = [item(1), item(2), item(3), item(4, value="7")]
     stored = [item(1), item(1), item(3), item(4, value="8"), item(9)]
-    assert compare(1, 9, truth, stored) == ChainComparison(1, 9, truth_rows=4, stored_rows=5, missing=1, extra=1,
+    result = compare(1, 9, truth, stored)
+    assert replace(result, examples=()) == ChainComparison(1, 9, truth_rows=4, stored_rows=5, missing=1, extra=1,
                                                            duplicates=1, mismatched=1)
+    assert sorted(e.split(" tx")[0] for e in result.examples) == ["extra block 9", "mismatched block 4",
+                                                                   "missing block 2"]
 
 
 def test_same_transaction_different_log_index_are_distinct_keys() -> None:
