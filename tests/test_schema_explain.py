@@ -14,7 +14,7 @@ from transfer_daemon import store
 from transfer_daemon.db import partitions
 from transfer_daemon.db.migrate import migrate
 from transfer_daemon.store import TransferQuery
-from transfer_daemon.store_query import _streams, build_sql
+from transfer_daemon.store_query import build_sql
 
 ROWS = {1: 140_000, 25: 60_000}
 NOW = int(time.time())
@@ -61,7 +61,7 @@ def _nodes(plan: dict):
 
 
 def _explain(conn: psycopg.Connection, query: TransferQuery) -> dict:
-    sql, params, _ = build_sql(query, _streams(conn))
+    sql, params = build_sql(query)
     return conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).fetchone()[0][0]["Plan"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 
 import psycopg
 import pytest
@@ -154,3 +155,47 @@ def test_tampered_or_wrong_direction_cursor_raises_value_error(loaded) -> None:
 def test_unknown_chain_gives_an_empty_page(loaded) -> None:
     conn, _, _ = loaded
     assert store.query_transfers(conn, TransferQuery((999,))) == store.TransferPage([], None)
+
+
+
+def _edge_rows() -> list:
+    """Values at the ends of their ranges, absent gas fields, block hash and method id."""
+    from transfer_daemon.model import UINT256_MAX
+
+    base = make_transfers(1, 6, seed=5, per_block=1)  # a block each: a block's hash is per block
+    return [
+        replace(base[0], value=UINT256_MAX, gas_used=UINT256_MAX, gas_price=0),
+        replace(base[1], value=0, gas_used=None, gas_price=None, method_id=None),
+        replace(base[2], block_hash=None, method_id="0x00000000"),
+        replace(base[3], value=10**30, gas_used=0),
+        *base[4:],
+    ]
+
+
+@pytest.mark.parametrize("sort", ["desc", "asc"])
+def test_api_items_are_the_transfers_to_api(database_url: str, sort: str) -> None:
+    rows = _edge_rows()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        store.write_batch(conn, 1, rows, cursor=None, event=None)
+        read = store.query_transfers(conn, TransferQuery((1,), page_size=10, sort=sort)).items
+        for query in (TransferQuery((1,), page_size=4, sort=sort), TransferQuery((), page_size=10, sort=sort),
+                      TransferQuery((), page_size=10, sort=sort, address=rows[1].to_address)):
+            page = store.query_transfers(conn, query)
+            items, next_cursor = store.query_items(conn, query)
+            assert page.items and items == [t.to_api() for t in page.items] and next_cursor == page.next_cursor
+    assert sorted(read, key=lambda t: t.tx_hash) == sorted(rows, key=lambda t: t.tx_hash)
+
+
+def test_a_stream_created_after_a_query_is_in_scope_at_once(database_url: str) -> None:
+    new_token = b"\x09" * 20
+    first = make_transfers(1, 40, contracts=1)
+    later = [replace(t, contract_address=new_token) for t in make_transfers(1, 40, seed=2, start_block=2000)]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        store.write_batch(conn, 1, first, cursor=None, event=None)
+        assert len(store.query_items(conn, TransferQuery((1,), page_size=100))[0]) == 40
+        assert store.query_items(conn, TransferQuery((1,), contract=new_token)) == ([], None)
+        store.write_batch(conn, 1, later, cursor=None, event=None)
+        items, _ = store.query_items(conn, TransferQuery((1,), page_size=100))
+        only_new, _ = store.query_items(conn, TransferQuery((), page_size=100, contract=new_token))
+    assert len(items) == 80 and len(only_new) == 40
+    assert {i["contractAddress"] for i in only_new} == {"0x" + new_token.hex()}

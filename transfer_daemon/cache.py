@@ -172,8 +172,9 @@ def decode_snapshot(raw: bytes) -> dict[int, ChainState]:
 
 
 def compute_page(conn, chain_ids: tuple[int, ...], page_size: int, sort: str) -> bytes:
-    page = store.query_transfers(conn, store.TransferQuery(chain_ids=chain_ids, page_size=page_size, sort=sort))
-    return page_fragment([t.to_api() for t in page.items], page.next_cursor)
+    items, next_cursor = store.query_items(conn, store.TransferQuery(chain_ids=chain_ids, page_size=page_size,
+                                                                    sort=sort))
+    return page_fragment(items, next_cursor)
 
 
 def warm(config: Config, conn, cache: WarmCache | None = None) -> int:

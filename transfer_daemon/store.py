@@ -20,7 +20,7 @@ from psycopg.types.string import BytesBinaryDumper
 from transfer_daemon.db import partitions
 from transfer_daemon.model import Cursor, IngestEvent, Quarantined, Transfer
 from transfer_daemon.store_cursor import CursorPosition, decode_cursor, encode_cursor
-from transfer_daemon.store_query import MAX_OFFSET, TransferPage, TransferQuery, query_transfers
+from transfer_daemon.store_query import MAX_OFFSET, TransferPage, TransferQuery, query_items, query_transfers
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ __all__ = [
     "MAX_OFFSET", "ChainStats", "CursorPosition", "Freshness", "TransferPage", "TransferQuery",
     "apply_retention", "chain_stats", "compact_closed_partitions", "data_version", "decode_cursor",
     "encode_cursor", "freshness",
-    "get_cursor", "known_transfer_keys", "query_transfers", "recent_events", "record_event",
+    "get_cursor", "known_transfer_keys", "query_items", "query_transfers", "recent_events", "record_event",
     "replace_from_block", "stored_block_hashes", "write_batch",
 ]
 

@@ -12,17 +12,28 @@ Block ranges become time bounds through `blocks` (block time never decreases wit
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import psycopg
 
-from transfer_daemon.model import Transfer
+from transfer_daemon.model import Transfer, iso_utc
 from transfer_daemon.store_cursor import CursorPosition, decode_cursor, encode_cursor
 
 #: deepest row reachable with page/pageSize; deeper pages must use the cursor.
 MAX_OFFSET = 10_000
 _COLUMNS = ("t.time_stamp, t.block_number, t.log_index, t.stream_id, t.tx_hash, t.from_address,"
             " t.to_address, t.value, t.gas_used, t.gas_price, t.method_id")
+#: the page as stored (query_transfers) or as the API item's text (query_items: hex and decimal
+#: strings made in Postgres, where they cost less than parsing bytea/numeric and re-encoding them)
+_RAW = ("p.chain_id, p.contract, p.time_stamp, p.block_number, p.log_index, p.stream_id, p.tx_hash, p.from_address,"
+        " p.to_address, p.value, p.gas_used, p.gas_price, p.method_id, b.block_hash")
+_TEXT = ("p.chain_id, '0x' || encode(p.contract, 'hex'), p.time_stamp, p.block_number, p.log_index, p.stream_id,"
+         " '0x' || encode(p.tx_hash, 'hex'), '0x' || encode(p.from_address, 'hex'),"
+         " '0x' || encode(p.to_address, 'hex'), p.value::text, p.gas_used::text, p.gas_price::text,"
+         " '0x' || encode(p.method_id, 'hex'), '0x' || encode(b.block_hash, 'hex')")
+#: a page's rows share few seconds (blocks hold several transfers, pages are adjacent)
+_iso_utc = functools.lru_cache(maxsize=4096)(iso_utc)
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,21 @@ def _block_bound(chain: str, first: bool) -> str:
             " ORDER BY b.block_number DESC LIMIT 1)")
 
 
+def _scope(query: TransferQuery, alias: str) -> list[str]:
+    """The streams a query covers, as conditions on `streams` (read in the same statement: a stream
+    created after this process started is in scope at once)."""
+    conds = []
+    if query.chain_ids:
+        conds.append(f"{alias}.chain_id = ANY(%(chains)s::int8[])")
+    if query.contract is not None:
+        conds.append(f"{alias}.contract = %(contract)s")
+    return conds
+
+
+def _where(conds: list[str]) -> str:
+    return f" WHERE {' AND '.join(conds)}" if conds else ""
+
+
 def _block_conditions(query: TransferQuery, by_stream: bool) -> list[str]:
     conds = []
     for present, column_cond, first in ((query.from_block is not None, "t.block_number >= %(fb)s", True),
@@ -123,7 +149,8 @@ def _block_conditions(query: TransferQuery, by_stream: bool) -> list[str]:
         else:
             agg = "min" if first else "max"
             bound = _block_bound("c.id", first)
-            scoped = f"(SELECT {agg}({bound}) FROM unnest(%(scope_chains)s::int8[]) c(id))"
+            chains = f"SELECT DISTINCT s.chain_id FROM streams s{_where(_scope(query, 's'))}"
+            scoped = f"(SELECT {agg}({bound}) FROM ({chains}) c(id))"
             conds.append(f"td_ts32(t.time_stamp) {op} td_ts32({scoped})")
     return conds
 
@@ -131,9 +158,9 @@ def _block_conditions(query: TransferQuery, by_stream: bool) -> list[str]:
 def _stream_sql(query: TransferQuery, plan: _Plan) -> str:
     conds = ["t.stream_id = m.stream_id", *_time_conditions(query, plan, False), *_block_conditions(query, True)]
     return (
-        "SELECT m.chain_id, x.* FROM unnest(%(sids)s::int4[], %(cids)s::int8[]) AS m(stream_id, chain_id)"
+        "SELECT m.chain_id, m.contract, x.* FROM streams m"
         f" CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM transfers t WHERE {' AND '.join(conds)}"
-        f" ORDER BY {plan.key('t', with_stream=False)} LIMIT %(inner)s) x"
+        f" ORDER BY {plan.key('t', with_stream=False)} LIMIT %(inner)s) x{_where(_scope(query, 'm'))}"
         f" ORDER BY {plan.key('x')} LIMIT %(limit)s OFFSET %(offset)s"
     )
 
@@ -145,8 +172,10 @@ def _address_branch(query: TransferQuery, plan: _Plan, column: str, extra: list[
             f" ORDER BY td_ts32(t.time_stamp) {plan.order}, {plan.key('t')} LIMIT %(inner)s)")
 
 
-def _address_sql(query: TransferQuery, plan: _Plan, all_streams: bool) -> str:
-    extra = [] if all_streams else ["t.stream_id = ANY(%(sids)s)"]
+def _address_sql(query: TransferQuery, plan: _Plan) -> str:
+    scope = _scope(query, "s")
+    # an array computed once per statement: a filter on each candidate row, like a parameter
+    extra = [f"t.stream_id = ANY(ARRAY(SELECT s.stream_id FROM streams s{_where(scope)}))"] if scope else []
     if query.to_address is not None and query.from_address is not None:
         extra.append("t.to_address = %(to_address)s")
     if query.address is not None and (query.from_address is not None or query.to_address is not None):
@@ -159,23 +188,17 @@ def _address_sql(query: TransferQuery, plan: _Plan, all_streams: bool) -> str:
         branches = [_address_branch(query, plan, "from_address", extra),
                     _address_branch(query, plan, "to_address", [*extra, "t.from_address <> %(address)s"])]
     return (
-        "SELECT m.chain_id, x.* FROM (" + " UNION ALL ".join(branches) + ") x"
-        " JOIN unnest(%(all_sids)s::int4[], %(all_cids)s::int8[]) AS m(stream_id, chain_id)"
-        " ON m.stream_id = x.stream_id"
+        "SELECT m.chain_id, m.contract, x.* FROM (" + " UNION ALL ".join(branches) + ") x"
+        " JOIN streams m ON m.stream_id = x.stream_id"
         f" ORDER BY {plan.key('x')} LIMIT %(limit)s OFFSET %(offset)s"
     )
 
 
-def _streams(conn: psycopg.Connection) -> dict[int, tuple[int, bytes]]:
-    return {sid: (chain, bytes(contract)) for sid, chain, contract in
-            conn.execute("SELECT stream_id, chain_id, contract FROM streams")}
-
-
-def _transfer(row: tuple, streams: dict[int, tuple[int, bytes]]) -> Transfer:
-    chain, ts, block, log_index, sid, tx, frm, to, value, gas_used, gas_price, method, block_hash = row
+def _transfer(row: tuple) -> Transfer:
+    chain, contract, ts, block, log_index, _, tx, frm, to, value, gas_used, gas_price, method, block_hash = row
     return Transfer(
         chain_id=chain, block_number=block, time_stamp=ts, tx_hash=bytes(tx), log_index=log_index,
-        from_address=bytes(frm), to_address=bytes(to), value=int(value), contract_address=streams[sid][1],
+        from_address=bytes(frm), to_address=bytes(to), value=int(value), contract_address=bytes(contract),
         block_hash=None if block_hash is None else bytes(block_hash),
         gas_used=None if gas_used is None else int(gas_used),
         gas_price=None if gas_price is None else int(gas_price),
@@ -183,15 +206,22 @@ def _transfer(row: tuple, streams: dict[int, tuple[int, bytes]]) -> Transfer:
     )
 
 
-def _params(query: TransferQuery, position: CursorPosition | None, offset: int,
-            streams: dict[int, tuple[int, bytes]], scope: list[int]) -> dict:
+def _item(row: tuple) -> dict:
+    """Transfer.to_api() of a row selected as text (_TEXT), without building the Transfer."""
+    chain, contract, ts, block, log_index, _, tx, frm, to, value, gas_used, gas_price, method, block_hash = row
+    return {
+        "chainId": chain, "blockNumber": block, "timeStamp": _iso_utc(ts), "hash": tx, "logIndex": log_index,
+        "from": frm, "to": to, "value": value, "contractAddress": contract, "blockHash": block_hash,
+        "gasUsed": gas_used, "gasPrice": gas_price, "methodId": method,
+    }
+
+
+def _params(query: TransferQuery, position: CursorPosition | None, offset: int) -> dict:
     params: dict = {
         "since": query.since, "until": query.until, "fb": query.from_block, "tb": query.to_block,
         "address": query.address, "from_address": query.from_address or query.address,
-        "to_address": query.to_address or query.address,
-        "sids": scope, "cids": [streams[s][0] for s in scope],
-        "scope_chains": sorted({streams[s][0] for s in scope}),
-        "all_sids": list(streams), "all_cids": [v[0] for v in streams.values()],
+        "to_address": query.to_address or query.address, "contract": query.contract,
+        "chains": list(query.chain_ids),
         "inner": offset + query.page_size + 1, "limit": query.page_size + 1, "offset": offset,
     }
     if position is not None:
@@ -200,22 +230,31 @@ def _params(query: TransferQuery, position: CursorPosition | None, offset: int,
     return params
 
 
-def build_sql(query: TransferQuery, streams: dict[int, tuple[int, bytes]]) -> tuple[str, dict, list[int]]:
-    """(SQL, parameters, streams in scope) for a query; exposed for EXPLAIN tests and benchmarks."""
+def build_sql(query: TransferQuery, as_text: bool = False) -> tuple[str, dict]:
+    """(SQL, parameters) for a query; `as_text` selects the API item's strings (see _TEXT).
+    Exposed for EXPLAIN tests and benchmarks."""
     position, offset = _validate(query)
     plan = _PLANS[query.sort]
-    scope = [sid for sid, (chain, contract) in streams.items()
-             if (not query.chain_ids or chain in query.chain_ids)
-             and (query.contract is None or contract == query.contract)]
-    params = _params(query, position, offset, streams, scope)
+    params = _params(query, position, offset)
     if query.address is None and query.from_address is None and query.to_address is None:
         sql = _stream_sql(query, plan)
     else:
-        sql = _address_sql(query, plan, len(scope) == len(streams))
+        sql = _address_sql(query, plan)
     # The page's block hashes in the same round trip.
-    sql = (f"SELECT p.*, b.block_hash FROM ({sql}) p LEFT JOIN blocks b"
+    sql = (f"SELECT {_TEXT if as_text else _RAW} FROM ({sql}) p LEFT JOIN blocks b"
            f" ON b.chain_id = p.chain_id AND b.block_number = p.block_number ORDER BY {plan.key('p')}")
-    return sql, params, scope
+    return sql, params
+
+
+def _page(conn: psycopg.Connection, query: TransferQuery, as_text: bool) -> tuple[list[tuple], str | None]:
+    """The page's rows and the cursor of the next page (None on the last page)."""
+    sql, params = build_sql(query, as_text)
+    rows = conn.execute(sql, params).fetchall()
+    if len(rows) <= query.page_size:
+        return rows, None
+    page = rows[: query.page_size]
+    last = page[-1]
+    return page, encode_cursor(CursorPosition(query.sort, last[2], last[3], last[4], last[5]))
 
 
 def query_transfers(conn: psycopg.Connection, query: TransferQuery) -> TransferPage:
@@ -223,15 +262,12 @@ def query_transfers(conn: psycopg.Connection, query: TransferQuery) -> TransferP
 
     Raises ValueError for a bad cursor, sort or page beyond MAX_OFFSET.
     """
-    streams = _streams(conn)
-    sql, params, scope = build_sql(query, streams)
-    if not scope:
-        return TransferPage([], None)
-    rows = conn.execute(sql, params).fetchall()
-    page = rows[: query.page_size]
-    items = [_transfer(row, streams) for row in page]
-    next_cursor = None
-    if len(rows) > query.page_size:
-        last = page[-1]
-        next_cursor = encode_cursor(CursorPosition(query.sort, last[1], last[2], last[3], last[4]))
-    return TransferPage(items, next_cursor)
+    rows, next_cursor = _page(conn, query, as_text=False)
+    return TransferPage([_transfer(row) for row in rows], next_cursor)
+
+
+def query_items(conn: psycopg.Connection, query: TransferQuery) -> tuple[list[dict], str | None]:
+    """query_transfers' page as API items (exactly `[t.to_api() for t in page.items]`) and its
+    next cursor, built straight from the rows: the per-request path of the HTTP API."""
+    rows, next_cursor = _page(conn, query, as_text=True)
+    return [_item(row) for row in rows], next_cursor

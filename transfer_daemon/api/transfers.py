@@ -84,8 +84,8 @@ def _store_fragment(res: Resources, parsed: ParsedRequest, snap: dict[int, Chain
         res.cache.put_page(key, fragment)
         return fragment
     with res.connection() as conn:
-        page = store.query_transfers(conn, query)
-    return page_fragment([t.to_api() for t in page.items], page.next_cursor)
+        items, next_cursor = store.query_items(conn, query)
+    return page_fragment(items, next_cursor)
 
 
 def _upstream_items(res: Resources, chain: ChainConfig, limit: int) -> tuple[float, list[dict]] | None:
