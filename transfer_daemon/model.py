@@ -144,6 +144,7 @@ class Cursor:
 
     `synced_block`: every block <= it (and >= `backfilled_block`) is stored whole.
     `backfilled_block`: the oldest block reached by backfill (None until backfill starts).
+    `synced_hash`: the upstream hash of `synced_block` (None when unknown), checked for reorgs.
     """
 
     chain_id: int
@@ -151,6 +152,7 @@ class Cursor:
     backfilled_block: int | None = None
     backfill_target_block: int | None = None
     backfill_done: bool = False
+    synced_hash: bytes | None = None  # upstream hash of `synced_block`, read before its rows
 
 
 @dataclass(frozen=True, slots=True)

@@ -205,12 +205,13 @@ def _update_chain_state(conn: psycopg.Connection, chain_id: int, cursor: Cursor 
     c = cursor or Cursor(chain_id)
     keep = cursor is None
     conn.execute(
-        "INSERT INTO ingest_cursors AS k (chain_id, synced_block, backfilled_block, backfill_target_block,"
-        " backfill_done, data_version, row_count, last_ingested_at, updated_at)"
-        " VALUES (%(chain)s, %(synced)s, %(backfilled)s, %(target)s, %(done)s, %(bump)s, %(rows)s,"
-        " CASE WHEN %(touch)s THEN now() END, now())"
+        "INSERT INTO ingest_cursors AS k (chain_id, synced_block, synced_hash, backfilled_block,"
+        " backfill_target_block, backfill_done, data_version, row_count, last_ingested_at, updated_at)"
+        " VALUES (%(chain)s, %(synced)s, %(synced_hash)s, %(backfilled)s, %(target)s, %(done)s, %(bump)s,"
+        " %(rows)s, CASE WHEN %(touch)s THEN now() END, now())"
         " ON CONFLICT (chain_id) DO UPDATE SET"
         " synced_block = CASE WHEN %(keep)s THEN k.synced_block ELSE EXCLUDED.synced_block END,"
+        " synced_hash = CASE WHEN %(keep)s THEN k.synced_hash ELSE EXCLUDED.synced_hash END,"
         " backfilled_block = CASE WHEN %(keep)s THEN k.backfilled_block ELSE EXCLUDED.backfilled_block END,"
         " backfill_target_block = CASE WHEN %(keep)s THEN k.backfill_target_block"
         " ELSE EXCLUDED.backfill_target_block END,"
@@ -219,7 +220,7 @@ def _update_chain_state(conn: psycopg.Connection, chain_id: int, cursor: Cursor 
         " row_count = k.row_count + EXCLUDED.row_count,"
         " last_ingested_at = COALESCE(EXCLUDED.last_ingested_at, k.last_ingested_at),"
         " updated_at = now()",
-        {"chain": chain_id, "synced": c.synced_block, "backfilled": c.backfilled_block,
+        {"chain": chain_id, "synced": c.synced_block, "synced_hash": c.synced_hash, "backfilled": c.backfilled_block,
          "target": c.backfill_target_block, "done": c.backfill_done, "bump": int(changed),
          "rows": row_delta, "touch": touch, "keep": keep},
     )
@@ -328,11 +329,14 @@ def replace_from_block(conn: psycopg.Connection, chain_id: int, fork_block: int,
 
 def get_cursor(conn: psycopg.Connection, chain_id: int) -> Cursor:
     row = conn.execute(
-        "SELECT synced_block, backfilled_block, backfill_target_block, backfill_done"
+        "SELECT synced_block, backfilled_block, backfill_target_block, backfill_done, synced_hash"
         " FROM ingest_cursors WHERE chain_id = %s",
         (chain_id,),
     ).fetchone()
-    return Cursor(chain_id) if row is None else Cursor(chain_id, *row)
+    if row is None:
+        return Cursor(chain_id)
+    *head, synced_hash = row
+    return Cursor(chain_id, *head, synced_hash=None if synced_hash is None else bytes(synced_hash))
 
 
 def stored_block_hashes(conn: psycopg.Connection, chain_id: int, from_block: int, to_block: int) -> dict[int, bytes]:

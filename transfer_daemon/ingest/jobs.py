@@ -136,10 +136,15 @@ def sync(ctx: IngestContext) -> int:
         return 0
     head = ctx.source.head_block()
     cursor = ensure_anchor(ctx, head)
-    plan = _check_reorg(ctx, cursor)
+    window = planning.sync_window(cursor, head, _sync_span(ctx.chain))
+    # One read serves the reorg check of the current head and the hash of the next one. The next
+    # head's hash is read before its rows: a reorg racing the fetch leaves a stale hash, which the
+    # next cycle catches — never stale rows under a fresh hash.
+    wanted = {b for b in (cursor.synced_block, window.hi if window else None) if b is not None}
+    upstream = ctx.source.block_hashes(sorted(wanted))
+    plan = _check_reorg(ctx, cursor, upstream)
     if plan is not None:
         return _repair(ctx, cursor, plan, head)
-    window = planning.sync_window(cursor, head, _sync_span(ctx.chain))
     if window is None:
         _metric("INGEST_LAG", ctx.chain.name, 0, gauge=True)
         return 0
@@ -149,11 +154,20 @@ def sync(ctx: IngestContext) -> int:
     with ctx.pool.connection() as conn:
         known = store.known_transfer_keys(conn, ctx.chain_id, window.lo, result.covered_to)
     first_known = planning.stop_at_known(result.transfers, known)
-    new = _commit_sync(ctx, result, window.lo, first_known)
+    new = _commit_sync(ctx, result, window.lo, first_known, _head_hash(ctx, result.covered_to, window.hi, upstream))
     _metric("INGEST_LAG", ctx.chain.name, _lag_seconds(ctx, result.transfers), gauge=True)
     if new:
         ctx.on_changed()
     return new
+
+
+def _head_hash(ctx: IngestContext, covered_to: int, planned: int, read_before: dict[int, bytes]) -> bytes | None:
+    """The hash the cursor's new head carries. When the fetch stopped short of the planned block
+    (call budget spent) the hash can only be read afterwards: a reorg inside that fetch is then
+    caught only if it also changed a block with stored rows in the check range."""
+    if covered_to == planned:
+        return read_before.get(planned)
+    return ctx.source.block_hashes([covered_to]).get(covered_to)
 
 
 def _sync_span(chain: ChainConfig) -> int | None:
@@ -165,12 +179,13 @@ def _lag_seconds(ctx: IngestContext, transfers: list[Transfer]) -> float:
     return max(0.0, ctx.clock() - transfers[-1].time_stamp) if transfers else 0.0
 
 
-def _commit_sync(ctx: IngestContext, result: Any, lo: int, first_known: int) -> int:
+def _commit_sync(ctx: IngestContext, result: Any, lo: int, first_known: int, head_hash: bytes | None) -> int:
     quarantined = len(result.quarantined)
     detail = {"job": "sync", "from_block": lo, "to_block": result.covered_to, "quarantined": quarantined,
               "skipped": result.skipped, "already_stored": len(result.transfers) - first_known}
     with ctx.cursor_lock, ctx.pool.connection() as conn:
-        cursor = replace(store.get_cursor(conn, ctx.chain_id), synced_block=result.covered_to)
+        cursor = replace(store.get_cursor(conn, ctx.chain_id), synced_block=result.covered_to,
+                         synced_hash=head_hash)
         event = IngestEvent(ctx.chain_id, "ingested", f"sync blocks {lo}..{result.covered_to}",
                             rows=len(result.transfers), detail=detail)
         new = store.write_batch(conn, ctx.chain_id, result.transfers, cursor=cursor, event=event,
@@ -188,25 +203,35 @@ def _count(ctx: IngestContext, new: int, quarantined: int) -> None:
         _metric("QUARANTINED", ctx.chain.name, quarantined)
 
 
-def _check_reorg(ctx: IngestContext, cursor: Cursor) -> planning.ReorgPlan | None:
-    """Compare the newest stored block of the check range with upstream; only on a mismatch
-    look for the fork. A block hash commits to all its ancestors, so one matching block
-    vouches for every stored block below it — one call per cycle instead of `confirmations`."""
+def _check_reorg(ctx: IngestContext, cursor: Cursor, upstream_now: dict[int, bytes]) -> planning.ReorgPlan | None:
+    """Compare the newest known block of the check range — the cursor's own head, whose hash is
+    kept even without transfers — with upstream; only on a mismatch look for the fork. Every
+    cycle verifies its head before extending past it, so one matching block vouches for every
+    stored block below it: one hash per cycle instead of `confirmations`."""
     check = planning.reorg_check_range(cursor, ctx.chain.confirmations)
     if check is None:
         return None
     with ctx.pool.connection() as conn:
-        stored = store.stored_block_hashes(conn, ctx.chain_id, check.lo, check.hi)
+        stored = _known_hashes(conn, ctx.chain_id, cursor, check)
     if not stored:
         return None
     top = max(stored)
-    if ctx.source.block_hashes([top]).get(top) == stored[top]:
+    current = upstream_now[top] if top in upstream_now else ctx.source.block_hashes([top]).get(top)
+    if current == stored[top]:
         return None
     search = planning.fork_search_range(cursor, ctx.chain.max_reorg_depth)
     with ctx.pool.connection() as conn:
-        stored = store.stored_block_hashes(conn, ctx.chain_id, search.lo, search.hi)
+        stored = _known_hashes(conn, ctx.chain_id, cursor, search)
     upstream = ctx.source.block_hashes(sorted(stored))
     return planning.plan_reorg(stored, upstream, cursor.synced_block, ctx.chain.max_reorg_depth)
+
+
+def _known_hashes(conn: Any, chain_id: int, cursor: Cursor, window: planning.Window) -> dict[int, bytes]:
+    """Stored block hashes in the window, plus the cursor head's own."""
+    stored = store.stored_block_hashes(conn, chain_id, window.lo, window.hi)
+    if cursor.synced_hash is not None and window.lo <= cursor.synced_block <= window.hi:
+        stored[cursor.synced_block] = cursor.synced_hash
+    return stored
 
 
 def _repair(ctx: IngestContext, cursor: Cursor, plan: planning.ReorgPlan, head: int) -> int:
@@ -221,12 +246,14 @@ def _repair(ctx: IngestContext, cursor: Cursor, plan: planning.ReorgPlan, head: 
                                  f"{chain.max_reorg_depth}; ingestion stopped",
                                  detail={"depth": plan.depth, "fork_block": plan.fork, "level": "alert"}))
         return 0
-    hi = head if _sync_span(chain) is None else min(head, plan.fork + _sync_span(chain) - 1)
-    result = ctx.source.fetch_blocks(plan.fork, max(hi, plan.fork), max_calls=chain.max_pages_per_cycle)
+    hi = max(plan.fork, head if _sync_span(chain) is None else min(head, plan.fork + _sync_span(chain) - 1))
+    read_before = ctx.source.block_hashes([hi])
+    result = ctx.source.fetch_blocks(plan.fork, hi, max_calls=chain.max_pages_per_cycle)
     covered_to = max(result.covered_to, plan.fork - 1)
+    head_hash = _head_hash(ctx, covered_to, hi, read_before) if covered_to >= plan.fork else None
     detail = {"depth": plan.depth, "fork_block": plan.fork, "to_block": covered_to}
     with ctx.cursor_lock, ctx.pool.connection() as conn:
-        current = replace(store.get_cursor(conn, chain.id), synced_block=covered_to)
+        current = replace(store.get_cursor(conn, chain.id), synced_block=covered_to, synced_hash=head_hash)
         event = IngestEvent(chain.id, "reorg", f"reorg of depth {plan.depth} from block {plan.fork}",
                             rows=len(result.transfers), detail=detail)
         deleted, inserted = store.replace_from_block(conn, chain.id, plan.fork, result.transfers,
