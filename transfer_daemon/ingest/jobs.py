@@ -137,11 +137,12 @@ def sync(ctx: IngestContext) -> int:
     head = ctx.source.head_block()
     cursor = ensure_anchor(ctx, head)
     window = planning.sync_window(cursor, head, _sync_span(ctx.chain))
-    # One read serves the reorg check of the current head and the hash of the next one. The next
-    # head's hash is read before its rows: a reorg racing the fetch leaves a stale hash, which the
-    # next cycle catches — never stale rows under a fresh hash.
-    wanted = {b for b in (cursor.synced_block, window.hi if window else None) if b is not None}
-    upstream = ctx.source.block_hashes(sorted(wanted))
+    # The next head's hash is read first, then the current head's for the reorg check, then the
+    # rows: a reorg after the first read leaves a stale next-head hash that the next cycle
+    # catches; one before it changes the current head too and is caught now. Never stale rows
+    # under a fresh hash.
+    wanted = list(dict.fromkeys(b for b in (window.hi if window else None, cursor.synced_block) if b is not None))
+    upstream = ctx.source.block_hashes(wanted)
     plan = _check_reorg(ctx, cursor, upstream)
     if plan is not None:
         return _repair(ctx, cursor, plan, head)
