@@ -182,7 +182,8 @@ def kill_checks(results: SoakResults) -> list[Check]:
             running_ok and not served_late,
             f"RUNNING again after {_seconds(kill.running_after_s)} (limit {RUNNING_WITHIN_S:.0f}s); "
             f"{what} after {_seconds(kill.served_after_s)}"
-            + (f" (clock from outage end t={kill.served_from:.0f}s)" if kill.served_from > kill.at else "")
+            + (f" = {_seconds(kill.served_after_s - (kill.served_from - kill.at))} after the outage ended at"
+               f" t={kill.served_from:.0f}s" if kill.served_from > kill.at and kill.served_after_s is not None else "")
             + f" (limit {limit:.0f}s)"))
     if not any(k.target.startswith("worker[") for k in results.kills):
         checks.append(Check("kill -9 of workers injected", False, "no worker was killed"))
