@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -46,7 +47,7 @@ from soak_support import (
     format_report,
 )
 
-from transfer_daemon.demo import NAMES, SimulatorProcess, isolated_environ, write_config
+from transfer_daemon.demo import KEY_ENV, NAMES, SimulatorProcess, isolated_environ, write_config
 
 HISTORY_DAYS = 0.1  # ~2900 blocks of 3 s: the backfill finishes within the first minute
 BLOCK_TIME_S = 3
@@ -274,6 +275,8 @@ class Soak:
         self.api: ApiClient | None = None
         self.prober: Prober | None = None
         self.watchers: list[threading.Thread] = []
+        self.secret = f"soak-secret-{uuid.uuid4().hex}"  # the explorer key; no output may show it
+        self.outputs: dict[str, str] = {}  # name -> text of outputs that are not files under root
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -291,12 +294,12 @@ class Soak:
         }
         if self.args.database_url:
             overrides["database"] = {"url": self.args.database_url}
-        config_path = write_config(self.root, port, sim_url, self.chains, overrides)
+        config_path = self.config_path = write_config(self.root, port, sim_url, self.chains, overrides)
         with open(self.root / "log" / "daemon-output.txt", "wb") as output:
             self.daemon = subprocess.Popen(
                 [sys.executable, "-m", "transfer_daemon.cli", "start", "--config", str(config_path)],
                 stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                env=isolated_environ(os.environ))
+                env={**isolated_environ(os.environ), KEY_ENV: self.secret})
         self.seen.add(self.daemon.pid)
         self.api = ApiClient(f"http://127.0.0.1:{port}", self.now)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -438,6 +441,11 @@ class Soak:
                 compare(chain_id, to_block, truth, stored) if stored is not None
                 else ChainComparison(chain_id, to_block, len(truth), 0, len(truth), 0, 0, 0))
         stats = requests.get(f"{self.sim.url}/_sim/stats", timeout=10).json()
+        self.outputs["/_sim/stats"] = json.dumps(stats)
+        status = subprocess.run([sys.executable, "-m", "transfer_daemon.cli", "status", "--json", "--config",
+                                 str(self.config_path)], capture_output=True, text=True,
+                                timeout=60, env=isolated_environ(os.environ))
+        self.outputs["status --json"] = status.stdout + status.stderr
         self.results.upstream_requests = sum(stats["requests"].values())
         self.results.rate_limited = stats["rateLimitedTotal"]
         self.results.faults_injected = stats["faultsTotal"]
@@ -457,6 +465,20 @@ class Soak:
         self.results.leftovers = sorted(_alive(self.seen))
         with self.api.lock:
             self.results.answers = list(self.api.answers)
+        self.search_outputs()
+
+    def search_outputs(self) -> None:
+        """Grep every output of the run for the key: logs, data-dir files (not the database's own
+        files: the security tests read its tables), `status --json` and the simulator's stats."""
+        needle = self.secret.encode()
+        files = [p for p in self.root.rglob("*") if p.is_file() and "pgdata" not in p.relative_to(self.root).parts]
+        for path in files:
+            if needle in path.read_bytes():
+                self.results.secret_found_in.append(str(path.relative_to(self.root)))
+        for name, text in self.outputs.items():
+            if self.secret in text:
+                self.results.secret_found_in.append(name)
+        self.results.outputs_searched = len(files) + len(self.outputs)
 
     def cleanup(self) -> None:
         """Whatever happened: nothing of ours keeps running."""

@@ -102,6 +102,8 @@ class SoakResults:
     reorgs: int = 0
     exit_code: int | None = None
     leftovers: list[int] = field(default_factory=list)
+    outputs_searched: int = 0  # outputs grepped for the explorer key: files, status --json, /_sim/stats
+    secret_found_in: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,9 +258,16 @@ def shutdown_checks(results: SoakResults) -> list[Check]:
                   f"exit {results.exit_code}; leftovers {results.leftovers or 'none'}")]
 
 
+def secret_checks(results: SoakResults) -> list[Check]:
+    return [Check("the explorer key appears in no output of the run",
+                  results.outputs_searched > 0 and not results.secret_found_in,
+                  f"{results.outputs_searched} outputs searched; found in {results.secret_found_in or 'none'}")]
+
+
 def evaluate(results: SoakResults) -> list[Check]:
     return [*store_checks(results), *api_checks(results), *upstream_checks(results), *kill_checks(results),
-            *postgres_checks(results), *freshness_checks(results), *shutdown_checks(results)]
+            *postgres_checks(results), *freshness_checks(results), *shutdown_checks(results),
+            *secret_checks(results)]
 
 
 def format_report(results: SoakResults, checks: Sequence[Check]) -> str:

@@ -41,7 +41,7 @@ def passing() -> SoakResults:
         stale_seen={1: True, 25: True}, max_lag_outage={1: 40, 25: 41}, max_lag_after={1: 9, 25: 7},
         lag_recovered_after_s=30.0, final_lag={1: 3, 25: 4},
         comparisons=[compare(1, 10, [item(1), item(2)], [item(1), item(2)])],
-        upstream_requests=1000, rate_limited=3, faults_injected=200, reorgs=4, exit_code=0)
+        upstream_requests=1000, rate_limited=3, faults_injected=200, reorgs=4, exit_code=0, outputs_searched=9)
 
 
 def failed(results: SoakResults) -> list[str]:
@@ -173,3 +173,9 @@ def test_unclean_stop_breaches() -> None:
     assert len(failed(results)) == 1
     results.exit_code, results.leftovers = None, []
     assert len(failed(results)) == 1
+
+
+def test_the_key_found_in_any_output_is_a_breach() -> None:
+    breach = ["the explorer key appears in no output of the run"]
+    assert failed(replace(passing(), secret_found_in=["log/td.log"])) == breach
+    assert failed(replace(passing(), outputs_searched=0)) == breach  # nothing searched proves nothing
