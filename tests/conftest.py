@@ -74,3 +74,23 @@ def database_url(make_database: Callable[[], str]) -> str:
     url = make_database()
     migrate(url)
     return url
+
+
+@pytest.fixture
+def start_sim() -> Iterator[Callable[..., str]]:
+    """Factory: a simulator in a thread (chains 1:etherscan and 25:rpc_logs, a fixed clock so two
+    instances agree, a frozen head, no rate limit unless overridden); returns its base URL."""
+    from transfer_daemon.simulate import SimConfig, parse_chains, start_in_thread
+
+    stops: list[Callable[[], None]] = []
+
+    def start(**overrides) -> str:
+        settings = {"start_time": 1_780_000_000.0, "rate_limit": 0, "block_time": 3600.0,
+                    "chains": parse_chains("1:etherscan,25:rpc_logs"), **overrides}
+        url, stop = start_in_thread(SimConfig(**settings))
+        stops.append(stop)
+        return url
+
+    yield start
+    for stop in stops:
+        stop()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import requests
 
 from transfer_daemon.model import TRANSFER_TOPIC
-from transfer_daemon.simulate import SimConfig, parse_chains, start_in_thread
 from transfer_daemon.simulate.stats import redact_key
 
 TOKENTX_FIELDS = [
@@ -19,23 +19,12 @@ TOKENTX_FIELDS = [
 ]
 GETLOGS_FIELDS = ["address", "topics", "data", "blockNumber", "blockHash", "timeStamp", "gasPrice", "gasUsed",
                   "logIndex", "transactionHash", "transactionIndex"]
-START = 1_780_000_000.0
 
 
 @pytest.fixture
-def start_sim() -> Iterator[Callable[..., str]]:
-    stops: list[Callable[[], None]] = []
-
-    def start(**overrides) -> str:
-        settings = {"start_time": START, "rate_limit": 0, "block_time": 3600.0, "transfers_per_block": 3.0,
-                    "chains": parse_chains("1:etherscan,25:rpc_logs"), **overrides}
-        url, stop = start_in_thread(SimConfig(**settings))
-        stops.append(stop)
-        return url
-
-    yield start
-    for stop in stops:
-        stop()
+def start_sim(start_sim: Callable[..., str]) -> Callable[..., str]:
+    """The shared simulator factory with busier blocks, so pages fill up."""
+    return functools.partial(start_sim, transfers_per_block=3.0)
 
 
 @pytest.fixture

@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from transfer_daemon.simulate import FAULT_TYPES, SimConfig, parse_chains, start_in_thread
-
-START = 1_780_000_000.0
-
-
-@pytest.fixture
-def start_sim() -> Iterator[Callable[..., str]]:
-    stops: list[Callable[[], None]] = []
-
-    def start(**overrides) -> str:
-        settings = {"start_time": START, "rate_limit": 0, "block_time": 3600.0,
-                    "chains": parse_chains("1:etherscan,25:rpc_logs"), **overrides}
-        url, stop = start_in_thread(SimConfig(**settings))
-        stops.append(stop)
-        return url
-
-    yield start
-    for stop in stops:
-        stop()
+from transfer_daemon.simulate import FAULT_TYPES
 
 
 def _control(url: str, **changes) -> dict:
