@@ -26,7 +26,7 @@ SELECT %(now)s - (%(n)s - i) / 10 * %(bt)s, 5000000 + i / 10, (%(sids)s::int[])[
        (i %% 10)::int, sha256(int8send(i * 100 + %(chain)s)),
        substr(sha256(int8send((3000 * random() ^ 3)::bigint)), 1, 20),
        substr(sha256(int8send((3000 * random() ^ 2)::bigint)), 1, 20),
-       floor(random() * 1e24)::numeric, 50000, 20000000000, '\\xa9059cbb'::bytea
+       floor(random() * 1e24)::numeric, td_uint_bytes(50000), td_uint_bytes(20000000000), '\\xa9059cbb'::bytea
 FROM generate_series(0, %(n)s - 1) i
 """
 

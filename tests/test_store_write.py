@@ -67,6 +67,33 @@ def test_uint256_max_and_zero_round_trip_with_every_field(conn) -> None:
     assert stored[(rows[0].tx_hash, rows[0].log_index)].to_api()["value"] == str(UINT256_MAX)
 
 
+def test_gas_is_stored_as_minimal_unsigned_bytes_and_read_back_by_td_uint(conn) -> None:
+    base = make_transfers(1, 3)
+    rows = [replace(base[0], gas_used=0, gas_price=UINT256_MAX), replace(base[1], gas_used=21_000, gas_price=256),
+            replace(base[2], gas_used=None, gas_price=None)]
+    store.write_batch(conn, 1, rows, cursor=None, event=None)
+    stored = conn.execute("SELECT log_index, gas_used, gas_price, td_uint(gas_used)::text, td_uint(gas_price)::text"
+                          " FROM transfers ORDER BY block_number, log_index").fetchall()
+    assert [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in stored] == [
+        (rows[0].log_index, b"", b"\xff" * 32, "0", str(UINT256_MAX)),
+        (rows[1].log_index, b"\x52\x08", b"\x01\x00", "21000", "256"),
+        (rows[2].log_index, None, None, None, None),
+    ]
+    items, _ = store.query_items(conn, store.TransferQuery((1,), sort="asc"))
+    assert [(i["gasUsed"], i["gasPrice"]) for i in items] == [("0", str(UINT256_MAX)), ("21000", "256"), (None, None)]
+
+
+def test_a_stored_key_without_its_block_row_is_still_skipped(conn) -> None:
+    """The write path skips the stored-key query when no block of the batch is stored; a key
+    stored without its block row (written by other means) must still not be duplicated."""
+    rows = make_transfers(1, 40)
+    assert store.write_batch(conn, 1, rows[:30], cursor=None, event=None) == 30
+    conn.execute("DELETE FROM blocks")
+    assert store.write_batch(conn, 1, rows, cursor=None, event=None) == 10
+    assert count_rows(conn) == 40
+    assert store.chain_stats(conn, 1).rows == 40
+
+
 def test_rows_cursor_and_event_commit_together_and_roll_back_together(conn) -> None:
     rows = make_transfers(1, 10)
     store.write_batch(conn, 1, rows, cursor=Cursor(1, synced_block=2000), event=IngestEvent(1, "ingested", rows=10),

@@ -12,6 +12,7 @@ import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -36,7 +37,8 @@ __all__ = [
 WRITE_LOCK_CLASS = 0x74640003
 #: events whose recording counts as a successful ingest for freshness.
 SUCCESS_STATUSES = frozenset({"ingested", "reorg"})
-_COPY_TYPES = ["int8", "int8", "int4", "int4", "bytea", "bytea", "bytea", "numeric", "numeric", "numeric", "bytea"]
+_COPY_TYPES = ["int8", "int8", "int4", "int4", "bytea", "bytea", "bytea", "numeric", "bytea", "bytea", "bytea"]
+_contract, _time_stamp, _block = attrgetter("contract_address"), attrgetter("time_stamp"), attrgetter("block_number")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +101,26 @@ def _stream_ids(conn: psycopg.Connection, chain_id: int, contracts: Iterable[byt
     return {c: cache.streams[(chain_id, c)] for c in wanted}
 
 
-def _ensure_partitions(conn: psycopg.Connection, transfers: Sequence[Transfer]) -> None:
-    if not transfers:
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """The key range of a batch: its first and last time stamp and block."""
+
+    first_time: int
+    last_time: int
+    first_block: int
+    last_block: int
+
+    @classmethod
+    def of(cls, transfers: Sequence[Transfer]) -> _Span:
+        stamps, blocks = list(map(_time_stamp, transfers)), list(map(_block, transfers))
+        return cls(min(stamps), max(stamps), min(blocks), max(blocks))
+
+
+def _ensure_partitions(conn: psycopg.Connection, span: _Span | None) -> None:
+    if span is None:
         return
     cache = _cache(conn)
-    stamps = [t.time_stamp for t in transfers]
-    months = set(partitions.months_between(min(stamps), max(stamps)))
+    months = set(partitions.months_between(span.first_time, span.last_time))
     if months - cache.months:
         created = partitions.create(conn, months)
         if created:
@@ -129,23 +145,24 @@ def _copy(conn: psycopg.Connection, table: str, streams: dict[bytes, int], trans
             copy.set_types(_COPY_TYPES)
             write = copy.write_row
             for t in transfers:
-                method = t.method_id
+                method, used, price = t.method_id, t.gas_used, t.gas_price
                 if method not in methods:
                     methods[method] = bytes.fromhex(method[2:])
+                # gas columns hold minimal big-endian bytes (migration 0004): 0 is b""
                 write((t.time_stamp, t.block_number, streams[t.contract_address], t.log_index, t.tx_hash,
-                       t.from_address, t.to_address, t.value, t.gas_used, t.gas_price, methods[method]))
+                       t.from_address, t.to_address, t.value,
+                       None if used is None else used.to_bytes((used.bit_length() + 7) >> 3, "big"),
+                       None if price is None else price.to_bytes((price.bit_length() + 7) >> 3, "big"),
+                       methods[method]))
 
 
-def _stored_keys(conn: psycopg.Connection, rows: Sequence[Transfer],
-                 streams: dict[bytes, int]) -> set[tuple[int, int, int, int]]:
+def _stored_keys(conn: psycopg.Connection, span: _Span, streams: dict[bytes, int]) -> set[tuple[int, int, int, int]]:
     """Keys already stored in the batch's key range (streams x time span x block span): for a
-    sync batch only the few rows it repeats, for a fresh backfill batch none."""
-    stamps = [t.time_stamp for t in rows]
-    blocks = [t.block_number for t in rows]
+    sync batch only the few rows it repeats."""
     found = conn.execute(
         "SELECT stream_id, time_stamp, block_number, log_index FROM transfers WHERE stream_id = ANY(%s)"
         " AND time_stamp BETWEEN %s AND %s AND block_number BETWEEN %s AND %s",
-        (sorted(set(streams.values())), min(stamps), max(stamps), min(blocks), max(blocks)),
+        (sorted(set(streams.values())), span.first_time, span.last_time, span.first_block, span.last_block),
         # Planned each time: a plan cached while the table was small (a seq scan) would stay
         # cached while the partition grows, and each batch would read all of it.
         prepare=False,
@@ -184,10 +201,9 @@ def _insert_rows(conn: psycopg.Connection, streams: dict[bytes, int], rows: Sequ
 
 
 def _upsert_blocks(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer]) -> None:
-    blocks: dict[int, tuple[int, bytes | None]] = {}
-    for t in transfers:
-        if t.block_hash is not None or t.block_number not in blocks:
-            blocks[t.block_number] = (t.time_stamp, t.block_hash)
+    by_block = {t.block_number: t for t in transfers}
+    if any(t.block_hash is None for t in by_block.values()):  # a row that knows the hash wins
+        by_block.update({t.block_number: t for t in transfers if t.block_hash is not None})
     conn.execute(
         "INSERT INTO blocks AS b (chain_id, block_number, time_stamp, block_hash)"
         " SELECT %b, * FROM unnest(%b::int8[], %b::int8[], %b::bytea[])"
@@ -195,7 +211,8 @@ def _upsert_blocks(conn: psycopg.Connection, chain_id: int, transfers: Sequence[
         " SET time_stamp = EXCLUDED.time_stamp, block_hash = COALESCE(EXCLUDED.block_hash, b.block_hash)"
         " WHERE b.time_stamp <> EXCLUDED.time_stamp"
         " OR b.block_hash IS DISTINCT FROM COALESCE(EXCLUDED.block_hash, b.block_hash)",
-        (chain_id, list(blocks), [v[0] for v in blocks.values()], [v[1] for v in blocks.values()]),
+        (chain_id, list(by_block), [t.time_stamp for t in by_block.values()],
+         [t.block_hash for t in by_block.values()]),
     )
 
 
@@ -256,17 +273,26 @@ def _delete_from_block(conn: psycopg.Connection, chain_id: int, fork_block: int)
 
 
 def _write_once(conn: psycopg.Connection, chain_id: int, streams: dict[bytes, int], rows: Sequence[Transfer],
-                cursor: Cursor | None, event: IngestEvent | None, quarantined: Sequence[Quarantined],
-                fork_block: int | None, staged: bool) -> tuple[int, int]:
+                span: _Span | None, cursor: Cursor | None, event: IngestEvent | None,
+                quarantined: Sequence[Quarantined], fork_block: int | None, staged: bool) -> tuple[int, int]:
     """One transaction in four round trips: BEGIN with the lock and the reads it guards, the COPY,
-    the statements that need no answer with COMMIT. (BEGIN/COMMIT are sent by hand to ride in the
-    pipelines; `conn.transaction()` would spend a round trip on each.)"""
+    the statements that need no answer with COMMIT; a fifth reads the stored keys when the batch
+    reaches a block already stored. (BEGIN/COMMIT are sent by hand to ride in the pipelines;
+    `conn.transaction()` would spend a round trip on each.)"""
     try:
         with conn.pipeline():
             conn.execute("BEGIN")
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (WRITE_LOCK_CLASS, chain_id & 0x7FFFFFFF))
             deleted = 0 if fork_block is None else _delete_from_block(conn, chain_id, fork_block)
-            stored = _stored_keys(conn, rows, streams) if rows and not staged else None
+            # Every stored transfer has its row in `blocks` (same transaction): no block in the
+            # batch's range means no stored key in it, and the key query is skipped. Were that
+            # ever untrue, the COPY would meet the key and the batch would go through staging.
+            overlap = None if span is None or staged else conn.execute(
+                "SELECT EXISTS (SELECT FROM blocks WHERE chain_id = %s AND block_number BETWEEN %s AND %s)",
+                (chain_id, span.first_block, span.last_block))
+        stored = None
+        if overlap is not None:
+            stored = _stored_keys(conn, span, streams) if overlap.fetchone()[0] else set()
         inserted = _insert_rows(conn, streams, rows, stored) if rows else 0
         with conn.pipeline():
             if rows:
@@ -284,16 +310,18 @@ def _write_once(conn: psycopg.Connection, chain_id: int, streams: dict[bytes, in
 def _write(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer], cursor: Cursor | None,
            event: IngestEvent | None, quarantined: Sequence[Quarantined], fork_block: int | None) -> tuple[int, int]:
     _require_idle(conn)
-    streams = _stream_ids(conn, chain_id, {t.contract_address for t in transfers})
-    _ensure_partitions(conn, transfers)
-    # Sorted by stream: each stream's index range is touched in one run.
-    rows = sorted(transfers, key=lambda t: streams[t.contract_address])
+    streams = _stream_ids(conn, chain_id, set(map(_contract, transfers)))
+    span = _Span.of(transfers) if transfers else None
+    _ensure_partitions(conn, span)
+    # Grouped by stream (one per contract): each stream's index range is touched in one run.
+    rows = sorted(transfers, key=_contract)
     staged = False
     for attempt in (1, 2, 3):
         try:
-            return _write_once(conn, chain_id, streams, rows, cursor, event, quarantined, fork_block, staged)
+            return _write_once(conn, chain_id, streams, rows, span, cursor, event, quarantined, fork_block, staged)
         except psycopg.errors.UniqueViolation:
-            # The batch repeats a key within itself: redo it through the staging table.
+            # The batch repeats a key within itself, or meets one the block check did not
+            # foresee: redo it through the staging table.
             if staged or attempt == 3:
                 raise
             staged = True
@@ -303,7 +331,7 @@ def _write(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer
             if attempt == 3:
                 raise
             _cache(conn).months.clear()
-            _ensure_partitions(conn, transfers)
+            _ensure_partitions(conn, span)
     raise AssertionError("unreachable")
 
 

@@ -30,8 +30,11 @@ _RAW = ("p.chain_id, p.contract, p.time_stamp, p.block_number, p.log_index, p.st
         " p.to_address, p.value, p.gas_used, p.gas_price, p.method_id, b.block_hash")
 _TEXT = ("p.chain_id, '0x' || encode(p.contract, 'hex'), p.time_stamp, p.block_number, p.log_index, p.stream_id,"
          " '0x' || encode(p.tx_hash, 'hex'), '0x' || encode(p.from_address, 'hex'),"
-         " '0x' || encode(p.to_address, 'hex'), p.value::text, p.gas_used::text, p.gas_price::text,"
+         " '0x' || encode(p.to_address, 'hex'), p.value::text, p.gas_used, p.gas_price,"
          " '0x' || encode(p.method_id, 'hex'), '0x' || encode(b.block_hash, 'hex')")
+#: gas_used/gas_price are stored as minimal big-endian bytes (migration 0004); no SQL cast makes
+#: their decimal text, Python does it cheaply
+_uint = functools.partial(int.from_bytes, byteorder="big")
 #: a page's rows share few seconds (blocks hold several transfers, pages are adjacent)
 _iso_utc = functools.lru_cache(maxsize=4096)(iso_utc)
 
@@ -200,8 +203,8 @@ def _transfer(row: tuple) -> Transfer:
         chain_id=chain, block_number=block, time_stamp=ts, tx_hash=bytes(tx), log_index=log_index,
         from_address=bytes(frm), to_address=bytes(to), value=int(value), contract_address=bytes(contract),
         block_hash=None if block_hash is None else bytes(block_hash),
-        gas_used=None if gas_used is None else int(gas_used),
-        gas_price=None if gas_price is None else int(gas_price),
+        gas_used=None if gas_used is None else _uint(gas_used),
+        gas_price=None if gas_price is None else _uint(gas_price),
         method_id=None if method is None else "0x" + bytes(method).hex(),
     )
 
@@ -212,7 +215,8 @@ def _item(row: tuple) -> dict:
     return {
         "chainId": chain, "blockNumber": block, "timeStamp": _iso_utc(ts), "hash": tx, "logIndex": log_index,
         "from": frm, "to": to, "value": value, "contractAddress": contract, "blockHash": block_hash,
-        "gasUsed": gas_used, "gasPrice": gas_price, "methodId": method,
+        "gasUsed": None if gas_used is None else str(_uint(gas_used)),
+        "gasPrice": None if gas_price is None else str(_uint(gas_price)), "methodId": method,
     }
 
 
