@@ -5,8 +5,10 @@
 Loads `--rows` synthetic transfers over two chains through the store's bulk path (skipped when
 the bench database already holds them), starts run_api with a /_bench/static route serving a
 static JSON body as large as a warm page 1, warms the cache, then runs wrk at 10 and 50
-connections per query kind. Prints throughput, p50 and p99 per kind and each kind's throughput
-as a ratio of the static body's, measured in the same run on the same server.
+connections per query kind. Prints throughput, p50 and p99 per kind, each kind's throughput
+as a ratio of the static body's, measured in the same run on the same server, and the CPU time
+per request of the API workers and of their Postgres backends (utime + stime from /proc, so the
+server must run on this host): on a shared machine a steadier figure than requests/s.
 Needs `wrk` on PATH (Debian: apt-get install wrk).
 """
 
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -175,6 +178,39 @@ def run_wrk(base: str, paths: list[str], connections: int, seconds: int, workdir
     return figures
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of `pids` (a process that has exited counts 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat(5)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def server_pids(server_pid: int, conn: psycopg.Connection) -> tuple[list[int], list[int]]:
+    """(gunicorn workers, Postgres backends of the bench database other than `conn`'s)."""
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    backends = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                            " AND pid <> pg_backend_pid()").fetchall()
+    return [int(pid) for pid in children], [pid for pid, in backends]
+
+
+def cpu_times(server_pid: int, conn: psycopg.Connection) -> dict[int, float]:
+    workers, backends = server_pids(server_pid, conn)
+    return {**{pid: _cpu_seconds([pid]) for pid in workers}, **{-pid: _cpu_seconds([pid]) for pid in backends}}
+
+
+def cpu_per_request(before: dict[int, float], after: dict[int, float], requests: float) -> tuple[float, float]:
+    """(API µs, Postgres µs) per request; backends are keyed by -pid, those opened during the run start at 0."""
+    used = {key: after[key] - before.get(key, 0.0) for key in after}
+    api = sum(v for k, v in used.items() if k > 0)
+    pg = sum(v for k, v in used.items() if k < 0)
+    return api / requests * 1e6, pg / requests * 1e6
+
+
 def serve(config, url: str, static_body: bytes) -> multiprocessing.Process:
     from transfer_daemon.api.server import run_api
 
@@ -204,6 +240,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", default="10,50")
     parser.add_argument("--workers", type=int, default=None, help="api.workers (default: the config default)")
+    parser.add_argument("--kinds", default="", help="comma-separated query kinds to run (default: all)")
     parser.add_argument("--threads", type=int, default=None, help="api.threads (default: the config default)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -232,7 +269,9 @@ def main() -> int:
     try:
         wait_ready(base)
         worker_class = "sync" if config.api.threads == 1 else "gthread"
-        report(base, args, workdir, f"{worker_class} workers={config.api.workers} threads={config.api.threads}")
+        with psycopg.connect(url, autocommit=True) as monitor:
+            report(base, args, workdir, f"{worker_class} workers={config.api.workers} threads={config.api.threads}",
+                   lambda: cpu_times(server.pid, monitor))
     finally:
         server.terminate()
         server.join(30)
@@ -240,19 +279,25 @@ def main() -> int:
     return 0
 
 
-def report(base: str, args: argparse.Namespace, workdir: Path, server: str) -> None:
+def report(base: str, args: argparse.Namespace, workdir: Path, server: str,
+           cpu: Callable[[], dict[int, float]]) -> None:
     kinds = query_kinds(base)
+    if args.kinds:
+        kinds = {k: v for k, v in kinds.items() if k == "static" or k in args.kinds.split(",")}
     print(f"# rows={args.rows} server=gunicorn {server} seconds={args.seconds} "
           f"static_body_bytes={len(get(base, '/_bench/static'))} load_average={os.getloadavg()[0]:.2f}")
     for connections in (int(c) for c in args.connections.split(",")):
         static_rps = None
         for kind, paths in kinds.items():
             run_wrk(base, paths, connections, 1, workdir)  # warm-up: pool connections, cache handles
+            before = cpu()
             f = run_wrk(base, paths, connections, args.seconds, workdir)
+            api_us, pg_us = cpu_per_request(before, cpu(), f["requests"])
             static_rps = f["rps"] if kind == "static" else static_rps
             print(f"{kind:18s} c={connections:<3d} rps={f['rps']:8.0f} p50={f['p50_us'] / 1000:6.2f}ms "
                   f"p99={f['p99_us'] / 1000:6.2f}ms errors={int(f['errors'] + f['non2xx'])} "
-                  f"ratio_vs_static={f['rps'] / static_rps:.2f} load1={os.getloadavg()[0]:.2f}", flush=True)
+                  f"ratio_vs_static={f['rps'] / static_rps:.2f} cpu_us_per_req={api_us + pg_us:5.0f} "
+                  f"(api={api_us:4.0f} pg={pg_us:4.0f}) load1={os.getloadavg()[0]:.2f}", flush=True)
 
 
 if __name__ == "__main__":
