@@ -77,8 +77,8 @@ def timed_write_batch(conn: psycopg.Connection, args, batch: int, overlap: int) 
 def timed_raw_copy(conn: psycopg.Connection, args, batch: int) -> float:
     reset(conn)
     streams = {bytes(c): s for s, c in conn.execute("SELECT stream_id, contract FROM streams WHERE chain_id = 1")}
-    types = ["int8", "int8", "int4", "int4", "bytea", "bytea", "bytea", "numeric", "bytea", "bytea", "bytea"]
-    method = bytes.fromhex("a9059cbb")
+    types = ["int8", "int8", "int4", "int4", "int2", "bytea", "bytea", "bytea", "numeric", "bytea", "bytea"]
+    method = int.from_bytes(bytes.fromhex("a9059cbb"), "big", signed=True)
     spent = 0.0
     for rows in synthetic(1, args.rows, batch, args.per_block, seed=1):
         began = time.perf_counter()
@@ -87,11 +87,11 @@ def timed_raw_copy(conn: psycopg.Connection, args, batch: int) -> float:
             with cur.copy("COPY transfers FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(types)
                 for t in rows:
-                    used, price = t.gas_used, t.gas_price  # stored as the store writes them (migration 0004)
-                    copy.write_row((t.time_stamp, t.block_number, streams[t.contract_address], t.log_index,
+                    used, price = t.gas_used, t.gas_price  # in their stored form, as the store writes them
+                    copy.write_row((t.time_stamp, t.block_number, t.log_index, method, streams[t.contract_address],
                                     t.tx_hash, t.from_address, t.to_address, t.value,
                                     used.to_bytes((used.bit_length() + 7) >> 3, "big"),
-                                    price.to_bytes((price.bit_length() + 7) >> 3, "big"), method))
+                                    price.to_bytes((price.bit_length() + 7) >> 3, "big")))
         spent += time.perf_counter() - began
     return spent
 
@@ -125,7 +125,7 @@ SELECT %(now)s - (%(n)s / %(pb)s - i / %(pb)s) * %(bt)s, 20000000 + i / %(pb)s,
        substr(sha256(int8send((200000 * random() ^ 3)::bigint)), 1, 20),
        substr(sha256(int8send((200000 * random())::bigint)), 1, 20),
        floor(random() * 1e24)::numeric, td_uint_bytes((21000 + random() * 180000)::bigint),
-       td_uint_bytes((1e9 + random() * 1e11)::bigint), '\\xa9059cbb'::bytea
+       td_uint_bytes((1e9 + random() * 1e11)::bigint), x'a9059cbb'::integer
 FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) i
 """
 

@@ -21,12 +21,13 @@ NOW = int(time.time())
 TOKEN = {1: [bytes([1, k]) * 10 for k in range(3)], 25: [bytes([25, k]) * 10 for k in range(2)]}
 
 LOAD = """
-INSERT INTO transfers
+INSERT INTO transfers (time_stamp, block_number, stream_id, log_index, tx_hash, from_address, to_address, value,
+                       gas_used, gas_price, method_id)
 SELECT %(now)s - (%(n)s - i) / 10 * %(bt)s, 5000000 + i / 10, (%(sids)s::int[])[1 + i %% cardinality(%(sids)s::int[])],
        (i %% 10)::int, sha256(int8send(i * 100 + %(chain)s)),
        substr(sha256(int8send((3000 * random() ^ 3)::bigint)), 1, 20),
        substr(sha256(int8send((3000 * random() ^ 2)::bigint)), 1, 20),
-       floor(random() * 1e24)::numeric, td_uint_bytes(50000), td_uint_bytes(20000000000), '\\xa9059cbb'::bytea
+       floor(random() * 1e24)::numeric, td_uint_bytes(50000), td_uint_bytes(20000000000), x'a9059cbb'::integer
 FROM generate_series(0, %(n)s - 1) i
 """
 

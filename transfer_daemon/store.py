@@ -37,7 +37,8 @@ __all__ = [
 WRITE_LOCK_CLASS = 0x74640003
 #: events whose recording counts as a successful ingest for freshness.
 SUCCESS_STATUSES = frozenset({"ingested", "reorg"})
-_COPY_TYPES = ["int8", "int8", "int4", "int4", "bytea", "bytea", "bytea", "numeric", "bytea", "bytea", "bytea"]
+#: the columns of `transfers` in table order (migration 0004), as COPY sends them
+_COPY_TYPES = ["int8", "int8", "int4", "int4", "int2", "bytea", "bytea", "bytea", "numeric", "bytea", "bytea"]
 _contract, _time_stamp, _block = attrgetter("contract_address"), attrgetter("time_stamp"), attrgetter("block_number")
 
 
@@ -136,8 +137,13 @@ def _ensure_staging(conn: psycopg.Connection) -> None:
         _staged.add(conn)
 
 
+def _method_int(method_id: str) -> int:
+    """"0xa9059cbb" -> the selector as a signed int4 (its stored form, migration 0004)."""
+    return int.from_bytes(bytes.fromhex(method_id[2:]), "big", signed=True)
+
+
 def _copy(conn: psycopg.Connection, table: str, streams: dict[bytes, int], transfers: Sequence[Transfer]) -> None:
-    methods: dict[str | None, bytes | None] = {None: None}
+    methods: dict[str | None, int | None] = {None: None}
     with conn.cursor() as cur:
         # By oid psycopg picks its DB-API `Binary` dumper for bytea, written in Python; this one is C.
         cur.adapters.register_dumper(bytes, BytesBinaryDumper)
@@ -147,13 +153,12 @@ def _copy(conn: psycopg.Connection, table: str, streams: dict[bytes, int], trans
             for t in transfers:
                 method, used, price = t.method_id, t.gas_used, t.gas_price
                 if method not in methods:
-                    methods[method] = bytes.fromhex(method[2:])
-                # gas columns hold minimal big-endian bytes (migration 0004): 0 is b""
-                write((t.time_stamp, t.block_number, streams[t.contract_address], t.log_index, t.tx_hash,
-                       t.from_address, t.to_address, t.value,
+                    methods[method] = _method_int(method)
+                # gas columns hold minimal big-endian bytes: 0 is b""
+                write((t.time_stamp, t.block_number, t.log_index, methods[method], streams[t.contract_address],
+                       t.tx_hash, t.from_address, t.to_address, t.value,
                        None if used is None else used.to_bytes((used.bit_length() + 7) >> 3, "big"),
-                       None if price is None else price.to_bytes((price.bit_length() + 7) >> 3, "big"),
-                       methods[method]))
+                       None if price is None else price.to_bytes((price.bit_length() + 7) >> 3, "big")))
 
 
 def _stored_keys(conn: psycopg.Connection, span: _Span, streams: dict[bytes, int]) -> set[tuple[int, int, int, int]]:

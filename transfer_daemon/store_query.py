@@ -31,8 +31,8 @@ _RAW = ("p.chain_id, p.contract, p.time_stamp, p.block_number, p.log_index, p.st
 _TEXT = ("p.chain_id, '0x' || encode(p.contract, 'hex'), p.time_stamp, p.block_number, p.log_index, p.stream_id,"
          " '0x' || encode(p.tx_hash, 'hex'), '0x' || encode(p.from_address, 'hex'),"
          " '0x' || encode(p.to_address, 'hex'), p.value::text, p.gas_used, p.gas_price,"
-         " '0x' || encode(p.method_id, 'hex'), '0x' || encode(b.block_hash, 'hex')")
-#: gas_used/gas_price are stored as minimal big-endian bytes (migration 0004); no SQL cast makes
+         " '0x' || lpad(to_hex(p.method_id), 8, '0'), '0x' || encode(b.block_hash, 'hex')")
+#: gas_used/gas_price are stored as minimal big-endian bytes (migration 0004): no SQL cast makes
 #: their decimal text, Python does it cheaply
 _uint = functools.partial(int.from_bytes, byteorder="big")
 #: a page's rows share few seconds (blocks hold several transfers, pages are adjacent)
@@ -205,7 +205,7 @@ def _transfer(row: tuple) -> Transfer:
         block_hash=None if block_hash is None else bytes(block_hash),
         gas_used=None if gas_used is None else _uint(gas_used),
         gas_price=None if gas_price is None else _uint(gas_price),
-        method_id=None if method is None else "0x" + bytes(method).hex(),
+        method_id=None if method is None else f"0x{method & 0xFFFFFFFF:08x}",  # stored as a signed int4
     )
 
 
