@@ -83,15 +83,20 @@ def test_gas_is_stored_as_minimal_unsigned_bytes_and_read_back_by_td_uint(conn) 
     assert [(i["gasUsed"], i["gasPrice"]) for i in items] == [("0", str(UINT256_MAX)), ("21000", "256"), (None, None)]
 
 
-def test_a_stored_key_without_its_block_row_is_still_skipped(conn) -> None:
-    """The write path skips the stored-key query when no block of the batch is stored; a key
-    stored without its block row (written by other means) must still not be duplicated."""
+@pytest.mark.parametrize("writer", ["this process", "another process"])
+def test_a_stored_key_without_its_block_row_is_still_skipped(conn, writer: str) -> None:
+    """The write path reads stored keys only when this process stored the blocks before the
+    batch or a block of the batch's range is stored; a key stored without its block row (written
+    by other means) must still not be duplicated, whichever path the batch takes."""
     rows = make_transfers(1, 40)
     assert store.write_batch(conn, 1, rows[:30], cursor=None, event=None) == 30
     conn.execute("DELETE FROM blocks")
+    if writer == "another process":
+        store._caches.clear()  # what this process remembers of its own writes
     assert store.write_batch(conn, 1, rows, cursor=None, event=None) == 10
     assert count_rows(conn) == 40
     assert store.chain_stats(conn, 1).rows == 40
+    assert conn.execute("SELECT count(*) FROM blocks").fetchone()[0] == len({t.block_number for t in rows})
 
 
 def test_rows_cursor_and_event_commit_together_and_roll_back_together(conn) -> None:

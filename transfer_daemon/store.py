@@ -61,11 +61,13 @@ class ChainStats:
 
 
 class _DatabaseCache:
-    """What this process already knows exists in one database: stream ids, partitions."""
+    """What this process already knows exists in one database: stream ids, partitions, and the
+    last block it stored per chain (a guess at whether the next batch repeats stored keys)."""
 
     def __init__(self) -> None:
         self.streams: dict[tuple[int, bytes], int] = {}
         self.months: set[tuple[int, int]] = set()
+        self.stored_to: dict[int, int] = {}
 
 
 _caches: dict[tuple[str, int, str], _DatabaseCache] = {}
@@ -161,18 +163,17 @@ def _copy(conn: psycopg.Connection, table: str, streams: dict[bytes, int], trans
                        None if price is None else price.to_bytes((price.bit_length() + 7) >> 3, "big")))
 
 
-def _stored_keys(conn: psycopg.Connection, span: _Span, streams: dict[bytes, int]) -> set[tuple[int, int, int, int]]:
+def _stored_keys(conn: psycopg.Connection, span: _Span, streams: dict[bytes, int]) -> psycopg.Cursor:
     """Keys already stored in the batch's key range (streams x time span x block span): for a
-    sync batch only the few rows it repeats."""
-    found = conn.execute(
+    sync batch only the few rows it repeats. Returns the cursor (it may ride in a pipeline)."""
+    return conn.execute(
         "SELECT stream_id, time_stamp, block_number, log_index FROM transfers WHERE stream_id = ANY(%s)"
         " AND time_stamp BETWEEN %s AND %s AND block_number BETWEEN %s AND %s",
         (sorted(set(streams.values())), span.first_time, span.last_time, span.first_block, span.last_block),
         # Planned each time: a plan cached while the table was small (a seq scan) would stay
         # cached while the partition grows, and each batch would read all of it.
         prepare=False,
-    ).fetchall()
-    return set(found)
+    )
 
 
 def _new_rows(rows: Sequence[Transfer], streams: dict[bytes, int],
@@ -205,17 +206,19 @@ def _insert_rows(conn: psycopg.Connection, streams: dict[bytes, int], rows: Sequ
         return cur.rowcount
 
 
-def _upsert_blocks(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer]) -> None:
+def _upsert_blocks(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer], new_range: bool) -> None:
+    """The batch's blocks; `new_range`: none of them is stored (checked under the chain's write
+    lock), so a plain INSERT does, cheaper than the upsert's speculative insertion."""
     by_block = {t.block_number: t for t in transfers}
     if any(t.block_hash is None for t in by_block.values()):  # a row that knows the hash wins
         by_block.update({t.block_number: t for t in transfers if t.block_hash is not None})
     conn.execute(
         "INSERT INTO blocks AS b (chain_id, block_number, time_stamp, block_hash)"
-        " SELECT %b, * FROM unnest(%b::int8[], %b::int8[], %b::bytea[])"
+        " SELECT %b, * FROM unnest(%b::int8[], %b::int8[], %b::bytea[])" + ("" if new_range else
         " ON CONFLICT (chain_id, block_number) DO UPDATE"
         " SET time_stamp = EXCLUDED.time_stamp, block_hash = COALESCE(EXCLUDED.block_hash, b.block_hash)"
         " WHERE b.time_stamp <> EXCLUDED.time_stamp"
-        " OR b.block_hash IS DISTINCT FROM COALESCE(EXCLUDED.block_hash, b.block_hash)",
+        " OR b.block_hash IS DISTINCT FROM COALESCE(EXCLUDED.block_hash, b.block_hash)"),
         (chain_id, list(by_block), [t.time_stamp for t in by_block.values()],
          [t.block_hash for t in by_block.values()]),
     )
@@ -282,26 +285,39 @@ def _write_once(conn: psycopg.Connection, chain_id: int, streams: dict[bytes, in
                 quarantined: Sequence[Quarantined], fork_block: int | None, staged: bool) -> tuple[int, int]:
     """One transaction in four round trips: BEGIN with the lock and the reads it guards, the COPY,
     the statements that need no answer with COMMIT; a fifth reads the stored keys when the batch
-    reaches a block already stored. (BEGIN/COMMIT are sent by hand to ride in the pipelines;
+    unexpectedly reaches a stored block. (BEGIN/COMMIT are sent by hand to ride in the pipelines;
     `conn.transaction()` would spend a round trip on each.)"""
+    cache = _cache(conn)
+    # A batch starting at or below the last block this process stored (sync) repeats keys: read
+    # them at once. Otherwise (backfill) only ask whether any block of its range is stored. Every
+    # stored transfer has its `blocks` row (same transaction): no stored block, no stored key.
+    # Were that ever untrue, the COPY would meet the key and the batch would go through staging.
+    repeats = span is not None and span.first_block <= cache.stored_to.get(chain_id, -1)
+    keys = overlap = None
     try:
         with conn.pipeline():
             conn.execute("BEGIN")
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (WRITE_LOCK_CLASS, chain_id & 0x7FFFFFFF))
             deleted = 0 if fork_block is None else _delete_from_block(conn, chain_id, fork_block)
-            # Every stored transfer has its row in `blocks` (same transaction): no block in the
-            # batch's range means no stored key in it, and the key query is skipped. Were that
-            # ever untrue, the COPY would meet the key and the batch would go through staging.
-            overlap = None if span is None or staged else conn.execute(
-                "SELECT EXISTS (SELECT FROM blocks WHERE chain_id = %s AND block_number BETWEEN %s AND %s)",
-                (chain_id, span.first_block, span.last_block))
-        stored = None
-        if overlap is not None:
-            stored = _stored_keys(conn, span, streams) if overlap.fetchone()[0] else set()
+            if span is not None and not staged:
+                if repeats:
+                    keys = _stored_keys(conn, span, streams)
+                else:
+                    overlap = conn.execute(
+                        "SELECT EXISTS (SELECT FROM blocks WHERE chain_id = %s AND block_number BETWEEN %s AND %s)",
+                        (chain_id, span.first_block, span.last_block))
+        new_range = overlap is not None and not overlap.fetchone()[0]
+        if overlap is not None and not new_range:
+            keys = _stored_keys(conn, span, streams)
+        stored: set | None = None  # None: through staging
+        if new_range:
+            stored = set()
+        elif keys is not None:
+            stored = set(keys.fetchall())
         inserted = _insert_rows(conn, streams, rows, stored) if rows else 0
         with conn.pipeline():
             if rows:
-                _upsert_blocks(conn, chain_id, rows)
+                _upsert_blocks(conn, chain_id, rows, new_range)
             _update_chain_state(conn, chain_id, cursor, inserted - deleted, bool(inserted or deleted), True)
             _insert_events(conn, event, quarantined)
             conn.execute("COMMIT")
@@ -309,6 +325,8 @@ def _write_once(conn: psycopg.Connection, chain_id: int, streams: dict[bytes, in
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.execute("ROLLBACK")
         raise
+    if span is not None:
+        cache.stored_to[chain_id] = span.last_block
     return inserted, deleted
 
 
