@@ -62,12 +62,12 @@ class ChainStats:
 
 class _DatabaseCache:
     """What this process already knows exists in one database: stream ids, partitions, and the
-    last block it stored per chain (a guess at whether the next batch repeats stored keys)."""
+    block range it last stored per chain (a guess at whether the next batch repeats stored keys)."""
 
     def __init__(self) -> None:
         self.streams: dict[tuple[int, bytes], int] = {}
         self.months: set[tuple[int, int]] = set()
-        self.stored_to: dict[int, int] = {}
+        self.last_span: dict[int, _Span] = {}
 
 
 _caches: dict[tuple[str, int, str], _DatabaseCache] = {}
@@ -117,6 +117,9 @@ class _Span:
     def of(cls, transfers: Sequence[Transfer]) -> _Span:
         stamps, blocks = list(map(_time_stamp, transfers)), list(map(_block, transfers))
         return cls(min(stamps), max(stamps), min(blocks), max(blocks))
+
+    def overlaps(self, other: _Span) -> bool:
+        return self.first_block <= other.last_block and other.first_block <= self.last_block
 
 
 def _ensure_partitions(conn: psycopg.Connection, span: _Span | None) -> None:
@@ -288,11 +291,12 @@ def _write_once(conn: psycopg.Connection, chain_id: int, streams: dict[bytes, in
     unexpectedly reaches a stored block. (BEGIN/COMMIT are sent by hand to ride in the pipelines;
     `conn.transaction()` would spend a round trip on each.)"""
     cache = _cache(conn)
-    # A batch starting at or below the last block this process stored (sync) repeats keys: read
-    # them at once. Otherwise (backfill) only ask whether any block of its range is stored. Every
+    # A batch overlapping the block range this process stored last (sync) repeats keys: read them
+    # at once. Otherwise (backfill) only ask whether any block of its range is stored. Every
     # stored transfer has its `blocks` row (same transaction): no stored block, no stored key.
     # Were that ever untrue, the COPY would meet the key and the batch would go through staging.
-    repeats = span is not None and span.first_block <= cache.stored_to.get(chain_id, -1)
+    last = cache.last_span.get(chain_id)
+    repeats = span is not None and last is not None and span.overlaps(last)
     keys = overlap = None
     try:
         with conn.pipeline():
@@ -326,7 +330,7 @@ def _write_once(conn: psycopg.Connection, chain_id: int, streams: dict[bytes, in
             conn.execute("ROLLBACK")
         raise
     if span is not None:
-        cache.stored_to[chain_id] = span.last_block
+        cache.last_span[chain_id] = span
     return inserted, deleted
 
 
