@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -150,3 +151,24 @@ def test_connections_the_server_closed_are_replaced_before_use(seeded):
     assert pool.get_stats()["pool_available"] >= 1  # dead ones still sit in the pool
     for page in (2, 3, 2):
         assert client.get(f"/api/transfers?chainId=1&page={page}&pageSize=5").status_code == 200
+
+
+def test_pages_run_in_the_query_session_and_every_other_use_in_the_servers_defaults(seeded, tmp_path):
+    """A connection takes the API's query settings (resources.query_session) for page queries only."""
+    config = make_config(tmp_path)
+    app = create_app(replace(config, database=replace(config.database, pool_min=1, pool_max=1)), seeded[1])
+    res = app.extensions["transfer_daemon"]
+    settings = "SELECT current_setting('plan_cache_mode'), current_setting('jit')"
+    try:
+        with res.connection() as conn:
+            defaults = conn.execute(settings).fetchone()
+        assert defaults[0] != "force_generic_plan"
+        assert app.test_client().get("/api/transfers?chainId=1&since=0").status_code == 200
+        with res.pool().connection() as conn:  # the one pooled connection, as the page query left it
+            assert conn.execute(settings).fetchone() == ("force_generic_plan", "off")
+        with res.connection() as conn:
+            assert conn.execute(settings).fetchone() == defaults
+        with res.connection(for_queries=True) as conn:
+            assert conn.execute(settings).fetchone() == ("force_generic_plan", "off")
+    finally:
+        res.close()

@@ -3,14 +3,18 @@ honestly: transfers are only read through indexes, and only a page's worth of ro
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
+from dataclasses import replace
 
 import psycopg
 import pytest
 from conftest import _with_dbname
+from psycopg import sql as pgsql
 
 from transfer_daemon import store
+from transfer_daemon.api.resources import query_session
 from transfer_daemon.db import partitions
 from transfer_daemon.db.migrate import migrate
 from transfer_daemon.store import TransferQuery
@@ -120,3 +124,70 @@ def test_a_hot_address_is_read_in_time_order_from_the_address_index(big) -> None
     assert [n["Node Type"] for n in scans] == ["Index Scan"]
     assert scans[0]["Index Name"].endswith("td_addr32_td_ts32_idx")
     assert scans[0]["Actual Rows"] <= 100
+
+
+def _explain_as_served(conn: psycopg.Connection, query: TransferQuery) -> dict:
+    """EXPLAIN of the plan the API runs: in its query session (resources.query_session), a statement with
+    parameters is prepared by psycopg and planned once without its values; one without is planned per call."""
+    sql, params = build_sql(query)
+    query_session(conn, True)
+    if params is None:
+        return conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, prepare=False).fetchone()[0][0]
+    conn.execute(sql, params, prepare=True).fetchall()
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", sql)))  # psycopg numbers them as they first occur
+    numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", sql)
+    name, generic_before = conn.execute("SELECT name, generic_plans FROM pg_prepared_statements WHERE statement = %s",
+                                        (numbered,), prepare=False).fetchone()
+    args = pgsql.SQL(", ").join(pgsql.Literal(params[n]) for n in names)
+    explain = pgsql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {}").format(pgsql.Identifier(name))
+    if names:
+        explain = pgsql.SQL("{}({})").format(explain, args)
+    plan = conn.execute(explain, prepare=False).fetchone()[0][0]
+    generic_after = conn.execute("SELECT generic_plans FROM pg_prepared_statements WHERE name = %s", (name,),
+                                 prepare=False).fetchone()[0]
+    assert generic_after > generic_before, "the statement must run on its generic plan"
+    return plan
+
+
+def _deep(conn: psycopg.Connection, query: TransferQuery) -> TransferQuery:
+    """`query` continued 3,000 rows deep by cursor."""
+    for _ in range(30):
+        query = replace(query, cursor=store.query_transfers(conn, replace(query, page_size=100)).next_cursor)
+    return query
+
+
+#: the values a plan made without them could be worst for: unbounded, beyond the stored rows, a hot address
+EXTREMES = {
+    **SHAPES,
+    "since 0": lambda c: TransferQuery((1,), since=0),
+    "since 0 aggregate": lambda c: TransferQuery((), since=0),
+    "until far future": lambda c: TransferQuery((1,), until=253402300799),
+    "since 0 until far future asc": lambda c: TransferQuery((), since=0, until=253402300799, sort="asc"),
+    "a narrow time window": lambda c: TransferQuery((), since=NOW - 50_000, until=NOW - 49_000),
+    "blocks 0 to max asc": lambda c: TransferQuery((), from_block=0, to_block=2**63 - 1, sort="asc"),
+    "blocks beyond the stored ones": lambda c: TransferQuery((), from_block=10**12),
+    "blocks from 0": lambda c: TransferQuery((25,), from_block=0),
+    "deep cursor asc aggregate": lambda c: _deep(c, TransferQuery((), sort="asc")),
+    "hot address since 0": lambda c: TransferQuery((), address=_hot_address(c), since=0),
+    "hot from in a time window": lambda c: TransferQuery((), from_address=_hot_address(c), since=NOW - 150_000,
+                                                         until=NOW - 50_000),
+    "hot address deep cursor": lambda c: _deep(c, TransferQuery((), address=_hot_address(c))),
+    "hot to deep cursor asc": lambda c: _deep(c, TransferQuery((), to_address=_hot_address(c), sort="asc")),
+    "hot address blocks from 0": lambda c: TransferQuery((), address=_hot_address(c), from_block=0),
+    "absent address": lambda c: TransferQuery((), address=bytes(20)),
+    "deep cursor since 0": lambda c: _deep(c, TransferQuery((1,), since=0)),
+    "deep cursor asc until far future": lambda c: _deep(c, TransferQuery((25,), sort="asc", until=253402300799)),
+}
+
+
+@pytest.mark.parametrize("shape", EXTREMES)
+def test_every_query_shape_as_served_reads_only_a_page_of_rows_for_any_values(big, shape: str) -> None:
+    plan = _explain_as_served(big, EXTREMES[shape](big))["Plan"]
+    # blocks too: a plan that joins the page's blocks by scanning all of them is as bad
+    scans = [n for n in _nodes(plan) if n.get("Relation Name", "").startswith(("transfers_p", "blocks"))]
+    touched = sum(n["Actual Rows"] * n["Actual Loops"] + n.get("Rows Removed by Filter", 0)
+                  + n.get("Rows Removed by Index Recheck", 0) for n in scans)
+    assert touched <= 2_000, (shape, touched)
+    for node in _nodes(plan):
+        if node["Node Type"] == "Sort":
+            assert all(child["Actual Rows"] * child["Actual Loops"] <= 600 for child in node["Plans"]), shape

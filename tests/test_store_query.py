@@ -10,7 +10,10 @@ import pytest
 from store_support import make_transfers, sort_key, stream_ids
 
 from transfer_daemon import store
+from transfer_daemon.api.resources import query_session
+from transfer_daemon.model import iso_utc
 from transfer_daemon.store import MAX_OFFSET, TransferQuery
+from transfer_daemon.store_query import _iso_utc
 
 CHAINS = (1, 25)
 
@@ -83,15 +86,24 @@ def _filters(rows: list) -> list[tuple[dict, object]]:
         ({"since": t0, "until": t0 + 20}, lambda t: t0 <= t.time_stamp <= t0 + 20),
         ({"since": t0, "from_address": a}, lambda t: t.time_stamp >= t0 and t.from_address == a),
         ({"to_block": 999}, lambda t: t.block_number <= 999),
+        # values in the statement's text (see store_query.build_sql): bytes and every bound as literals
+        ({"contract": contract, "since": t0, "until": t0 + 40},
+         lambda t: t.contract_address == contract and t0 <= t.time_stamp <= t0 + 40),
+        ({"address": a, "since": t0 - 400, "until": t0 + 400},
+         lambda t: touches(t, a) and t0 - 400 <= t.time_stamp <= t0 + 400),
     ]
 
 
 @pytest.mark.parametrize("sort", ["desc", "asc"])
-@pytest.mark.parametrize("case", range(12))
+@pytest.mark.parametrize("case", range(14))
 @pytest.mark.parametrize("chain_ids", [(1,), ()])
-def test_every_filter_matches_a_plain_filter_of_the_rows(loaded, sort: str, case: int, chain_ids: tuple) -> None:
+@pytest.mark.parametrize("api_session", [False, True])
+def test_every_filter_matches_a_plain_filter_of_the_rows(loaded, sort: str, case: int, chain_ids: tuple,
+                                                         api_session: bool) -> None:
+    """In the server's default session and in the API's (statements planned once, see query_session)."""
     conn, rows, streams = loaded
     params, keep = _filters(rows)[case]
+    query_session(conn, api_session)
     seen = _walk(conn, TransferQuery(chain_ids, page_size=9, sort=sort, **params))
     expected = _expected(rows, streams, sort, lambda t: (not chain_ids or t.chain_id in chain_ids) and keep(t))
     assert seen == expected
@@ -199,3 +211,9 @@ def test_a_stream_created_after_a_query_is_in_scope_at_once(database_url: str) -
         only_new, _ = store.query_items(conn, TransferQuery((), page_size=100, contract=new_token))
     assert len(items) == 80 and len(only_new) == 40
     assert {i["contractAddress"] for i in only_new} == {"0x" + new_token.hex()}
+
+
+@pytest.mark.parametrize("unix", [0, 59, 60, 3599, 3600, 86399, 86400, 951782399, 951868800, 1_714_000_123,
+                                  4_102_444_800, 253402300799])
+def test_item_times_are_iso_utc_at_every_boundary(unix: int) -> None:
+    assert _iso_utc(unix) == iso_utc(unix)

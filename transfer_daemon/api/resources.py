@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,32 @@ def check_idle_connection(conn: psycopg.Connection) -> None:
         raise psycopg.OperationalError("connection closed by the server")
 
 
+#: session settings for store_query's statements (see query_session)
+QUERY_SETTINGS = {"plan_cache_mode": "force_generic_plan", "jit": "off"}
+#: pooled connections whose session has QUERY_SETTINGS now
+_QUERY_SESSIONS: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
+
+
+def query_session(conn: psycopg.Connection, on: bool) -> None:
+    """Give `conn` QUERY_SETTINGS (on) or the server's defaults (off).
+
+    store_query's statements cost more to plan than to run, and each is built so that a plan made
+    once, without its values, is as good as one made per call (see store_query.build_sql); so they
+    are planned once per connection. They read a page of rows, which JIT compilation never pays for,
+    yet a plan with a high cost estimate (a block range beyond the stored ones) would spend 40-130 ms
+    compiling. Every other statement keeps the server's defaults. A connection switches only when its
+    use changes, so a stream of page requests pays no round trip for it.
+    """
+    if on == (conn in _QUERY_SESSIONS):
+        return
+    if on:
+        conn.execute("; ".join(f"SET {name} = {value}" for name, value in QUERY_SETTINGS.items()), prepare=False)
+        _QUERY_SESSIONS.add(conn)
+    else:
+        conn.execute("; ".join(f"RESET {name}" for name in QUERY_SETTINGS), prepare=False)
+        _QUERY_SESSIONS.discard(conn)
+
+
 class Resources:
     def __init__(self, config: Config, database_url: str) -> None:
         self.config = config
@@ -75,10 +102,12 @@ class Resources:
         return self._pool  # type: ignore[return-value]
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
-        """A pooled connection; every way the store can be unavailable becomes StoreNotReady."""
+    def connection(self, *, for_queries: bool = False) -> Iterator[psycopg.Connection]:
+        """A pooled connection; every way the store can be unavailable becomes StoreNotReady.
+        `for_queries`: it runs store_query's statements only (see query_session)."""
         try:
             with self.pool().connection() as conn:
+                query_session(conn, for_queries)
                 yield conn
         except psycopg_pool.PoolTimeout as exc:
             raise StoreNotReady(f"no database connection: {exc}") from None

@@ -79,11 +79,11 @@ def _store_fragment(res: Resources, parsed: ParsedRequest, snap: dict[int, Chain
         cached = res.cache.page(key)
         if cached is not None:
             return cached
-        with res.connection() as conn:
+        with res.connection(for_queries=True) as conn:
             fragment = compute_page(conn, query.chain_ids, query.page_size, query.sort)
         res.cache.put_page(key, fragment)
         return fragment
-    with res.connection() as conn:
+    with res.connection(for_queries=True) as conn:
         items, next_cursor = store.query_items(conn, query)
     return page_fragment(items, next_cursor)
 
