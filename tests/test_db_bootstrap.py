@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,13 @@ import psycopg
 import pytest
 
 from transfer_daemon.config import parse_config
-from transfer_daemon.db.bootstrap import migrate_command, resolve_database_url
+from transfer_daemon.db.bootstrap import (
+    SETTINGS_FILE,
+    EmbeddedPostgres,
+    embedded_settings,
+    migrate_command,
+    resolve_database_url,
+)
 from transfer_daemon.db.migrate import available_migrations, is_migrated, migrate
 
 
@@ -115,3 +122,30 @@ def test_embedded_server_is_shared_between_processes_and_stopped_by_the_last(tmp
     while _server_running(data_dir / "pgdata") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _server_running(data_dir / "pgdata")  # the last user stopped it on exit
+
+
+def test_embedded_settings_size_the_buffer_pool_to_the_machine() -> None:
+    gib = 2**30
+    assert embedded_settings(1 * gib)["shared_buffers"] == "128MB"  # never below initdb's default
+    assert embedded_settings(8 * gib)["shared_buffers"] == "1024MB"  # an eighth of the memory
+    assert embedded_settings(64 * gib)["shared_buffers"] == "2048MB"  # at most 2 GB
+    assert embedded_settings(8 * gib)["jit"] == "off"
+
+
+def test_embedded_server_runs_with_our_settings_included_once(tmp_path: Path) -> None:
+    for _ in range(2):  # a second start finds the file and the include line in place
+        embedded = EmbeddedPostgres(tmp_path)
+        url = embedded.start()
+        try:
+            with psycopg.connect(url) as conn:
+                shown = {name: conn.execute(f"SHOW {name}").fetchone()[0]
+                         for name in ("shared_buffers", "max_wal_size", "checkpoint_timeout", "jit")}
+        finally:
+            embedded.stop()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    wanted = embedded_settings(memory)
+    megabytes = int(wanted["shared_buffers"][:-2])
+    assert shown["shared_buffers"] == (f"{megabytes // 1024}GB" if megabytes % 1024 == 0 else f"{megabytes}MB")
+    assert (shown["max_wal_size"], shown["checkpoint_timeout"], shown["jit"]) == ("4GB", "15min", "off")
+    conf = (tmp_path / "pgdata" / "postgresql.conf").read_text()
+    assert conf.count(f"include_if_exists = '{SETTINGS_FILE}'") == 1

