@@ -1,6 +1,6 @@
 """Benchmark the API server (gunicorn, as `start` runs it) with wrk against N stored transfers.
 
-    python scripts/bench_api.py [--rows 5000000] [--database-url URL] [--seconds 5]
+    python scripts/bench_api.py [--rows 5000000] [--database-url URL | --embedded DIR] [--seconds 5]
 
 Loads `--rows` synthetic transfers over two chains through the store's bulk path (skipped when
 the bench database already holds them), starts run_api with a /_bench/static route serving a
@@ -36,6 +36,7 @@ from psycopg import sql
 
 from transfer_daemon import cache, store
 from transfer_daemon.config import parse_config, redact_url
+from transfer_daemon.db.bootstrap import EmbeddedPostgres
 from transfer_daemon.db.migrate import available_migrations, migrate
 from transfer_daemon.model import Cursor, Transfer
 
@@ -242,10 +243,23 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=None, help="api.workers (default: the config default)")
     parser.add_argument("--kinds", default="", help="comma-separated query kinds to run (default: all)")
     parser.add_argument("--threads", type=int, default=None, help="api.threads (default: the config default)")
+    parser.add_argument("--embedded", metavar="DIR", help="use the embedded Postgres the product runs by default,"
+                        " with its settings, kept in DIR between runs (instead of --database-url)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("bench_api: wrk not found on PATH; install it (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
+    if args.embedded is None:
+        return bench(args)
+    embedded = EmbeddedPostgres(args.embedded)
+    args.database_url = embedded.start()
+    try:
+        return bench(args)
+    finally:
+        embedded.stop()
+
+
+def bench(args: argparse.Namespace) -> int:
     url, reusable = bench_database(args.database_url, args.rows)
     if reusable:
         print(f"# reusing {args.rows} stored transfers in {redact_url(url)}")
