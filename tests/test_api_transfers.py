@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import replace
 
@@ -11,6 +10,7 @@ import pytest
 from tests.api_support import ALICE, BOB, CAROL, make_config, migrated, transfer, write
 from transfer_daemon.api import create_app
 from transfer_daemon.model import iso_utc
+from transfer_daemon.pidfile import pid_alive
 
 
 @pytest.fixture
@@ -133,16 +133,6 @@ def test_unreachable_database_is_503_not_500(tmp_path):
     app.extensions["transfer_daemon"].close()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def test_connections_the_server_closed_are_replaced_before_use(seeded):
     """A Postgres restart terminates every pooled backend; the next requests get fresh ones, not 503s."""
     import psycopg
@@ -159,7 +149,7 @@ def test_connections_the_server_closed_are_replaced_before_use(seeded):
         deadline = time.monotonic() + 10
         # a restart is over once they are gone: out of pg_stat_activity, and (a server on this host) exited,
         # which is when their sockets close; a backend leaves pg_stat_activity a moment before that
-        while admin.execute(f"SELECT count(*) {others}").fetchone()[0] or any(_alive(pid) for pid in pids):
+        while admin.execute(f"SELECT count(*) {others}").fetchone()[0] or any(pid_alive(pid) for pid in pids):
             assert time.monotonic() < deadline, "terminated backends never exited"
             time.sleep(0.05)
     assert pool.get_stats()["pool_available"] >= 1  # dead ones still sit in the pool
