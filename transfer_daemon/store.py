@@ -283,41 +283,43 @@ def _delete_from_block(conn: psycopg.Connection, chain_id: int, fork_block: int)
     return deleted
 
 
-def _write_once(conn: psycopg.Connection, chain_id: int, streams: dict[bytes, int], rows: Sequence[Transfer],
-                span: _Span | None, cursor: Cursor | None, event: IngestEvent | None,
-                quarantined: Sequence[Quarantined], fork_block: int | None, staged: bool) -> tuple[int, int]:
-    """One transaction in four round trips: BEGIN with the lock and the reads it guards, the COPY,
-    the statements that need no answer with COMMIT; a fifth reads the stored keys when the batch
-    unexpectedly reaches a stored block. (BEGIN/COMMIT are sent by hand to ride in the pipelines;
-    `conn.transaction()` would spend a round trip on each.)"""
-    cache = _cache(conn)
+def _begin_and_read(conn: psycopg.Connection, chain_id: int, streams: dict[bytes, int], span: _Span | None,
+                    fork_block: int | None, staged: bool) -> tuple[int, set | None, bool]:
+    """BEGIN, the chain's write lock, the reorg delete, and what the batch's range already holds, in
+    one round trip (two when the batch unexpectedly reaches a stored block): (rows deleted, stored
+    keys or None for the staging path, whether no block of the range is stored)."""
     # A batch overlapping the block range this process stored last (sync) repeats keys: read them
     # at once. Otherwise (backfill) only ask whether any block of its range is stored. Every
     # stored transfer has its `blocks` row (same transaction): no stored block, no stored key.
     # Were that ever untrue, the COPY would meet the key and the batch would go through staging.
-    last = cache.last_span.get(chain_id)
-    repeats = span is not None and last is not None and span.overlaps(last)
+    last = _cache(conn).last_span.get(chain_id)
     keys = overlap = None
+    with conn.pipeline():
+        conn.execute("BEGIN")
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (WRITE_LOCK_CLASS, chain_id & 0x7FFFFFFF))
+        deleted = 0 if fork_block is None else _delete_from_block(conn, chain_id, fork_block)
+        if span is not None and not staged:
+            if last is not None and span.overlaps(last):
+                keys = _stored_keys(conn, span, streams)
+            else:
+                overlap = conn.execute(
+                    "SELECT EXISTS (SELECT FROM blocks WHERE chain_id = %s AND block_number BETWEEN %s AND %s)",
+                    (chain_id, span.first_block, span.last_block))
+    if overlap is not None:
+        if not overlap.fetchone()[0]:
+            return deleted, set(), True
+        keys = _stored_keys(conn, span, streams)
+    return deleted, None if keys is None else set(keys.fetchall()), False
+
+
+def _write_once(conn: psycopg.Connection, chain_id: int, streams: dict[bytes, int], rows: Sequence[Transfer],
+                span: _Span | None, cursor: Cursor | None, event: IngestEvent | None,
+                quarantined: Sequence[Quarantined], fork_block: int | None, staged: bool) -> tuple[int, int]:
+    """One transaction in four round trips: BEGIN with the lock and the reads it guards, the COPY,
+    the statements that need no answer with COMMIT. (BEGIN/COMMIT are sent by hand to ride in the
+    pipelines; `conn.transaction()` would spend a round trip on each.)"""
     try:
-        with conn.pipeline():
-            conn.execute("BEGIN")
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (WRITE_LOCK_CLASS, chain_id & 0x7FFFFFFF))
-            deleted = 0 if fork_block is None else _delete_from_block(conn, chain_id, fork_block)
-            if span is not None and not staged:
-                if repeats:
-                    keys = _stored_keys(conn, span, streams)
-                else:
-                    overlap = conn.execute(
-                        "SELECT EXISTS (SELECT FROM blocks WHERE chain_id = %s AND block_number BETWEEN %s AND %s)",
-                        (chain_id, span.first_block, span.last_block))
-        new_range = overlap is not None and not overlap.fetchone()[0]
-        if overlap is not None and not new_range:
-            keys = _stored_keys(conn, span, streams)
-        stored: set | None = None  # None: through staging
-        if new_range:
-            stored = set()
-        elif keys is not None:
-            stored = set(keys.fetchall())
+        deleted, stored, new_range = _begin_and_read(conn, chain_id, streams, span, fork_block, staged)
         inserted = _insert_rows(conn, streams, rows, stored) if rows else 0
         with conn.pipeline():
             if rows:
@@ -330,7 +332,7 @@ def _write_once(conn: psycopg.Connection, chain_id: int, streams: dict[bytes, in
             conn.execute("ROLLBACK")
         raise
     if span is not None:
-        cache.last_span[chain_id] = span
+        _cache(conn).last_span[chain_id] = span
     return inserted, deleted
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -71,8 +72,6 @@ def embedded_settings(memory_bytes: int) -> dict[str, str]:
 
 def _write_settings(pgdata: Path) -> None:
     """Put our settings beside postgresql.conf and include them (read at the next server start)."""
-    import os
-
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     text = "".join(f"{name} = '{value}'\n" for name, value in embedded_settings(memory).items())
     target = pgdata / SETTINGS_FILE
