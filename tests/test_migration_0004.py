@@ -4,11 +4,9 @@ every stored transfer comes through it unchanged, in the same monthly partitions
 from __future__ import annotations
 
 import time
-import uuid
 
 import psycopg
 import pytest
-from conftest import _with_dbname
 
 from transfer_daemon import store
 from transfer_daemon.db import partitions
@@ -23,22 +21,16 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 
 
 @pytest.fixture
-def old_schema_url(pg_server_url: str):
+def old_schema_url(empty_database_url: str) -> str:
     """A database at migration 0003, as an earlier release left it."""
-    name = f"td_test_mig4_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_dbname(pg_server_url, name)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
                      " applied_at timestamptz NOT NULL DEFAULT now())")
         for version, file_name, sql in available_migrations():
             if version <= 3:
                 conn.execute(sql)
                 conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, file_name))
-    yield url
-    with psycopg.connect(pg_server_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return empty_database_url
 
 
 def test_migration_keeps_every_transfer_and_partition(old_schema_url: str) -> None:

@@ -209,6 +209,15 @@ def _insert_rows(conn: psycopg.Connection, streams: dict[bytes, int], rows: Sequ
         return cur.rowcount
 
 
+_INSERT_BLOCKS = ("INSERT INTO blocks AS b (chain_id, block_number, time_stamp, block_hash)"
+                  " SELECT %b, * FROM unnest(%b::int8[], %b::int8[], %b::bytea[])")
+#: a stored block keeps its hash when the new row has none; a changed time or hash replaces it
+_ON_STORED_BLOCK = (" ON CONFLICT (chain_id, block_number) DO UPDATE"
+                    " SET time_stamp = EXCLUDED.time_stamp, block_hash = COALESCE(EXCLUDED.block_hash, b.block_hash)"
+                    " WHERE b.time_stamp <> EXCLUDED.time_stamp"
+                    " OR b.block_hash IS DISTINCT FROM COALESCE(EXCLUDED.block_hash, b.block_hash)")
+
+
 def _upsert_blocks(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer], new_range: bool) -> None:
     """The batch's blocks; `new_range`: none of them is stored (checked under the chain's write
     lock), so a plain INSERT does, cheaper than the upsert's speculative insertion."""
@@ -216,12 +225,7 @@ def _upsert_blocks(conn: psycopg.Connection, chain_id: int, transfers: Sequence[
     if any(t.block_hash is None for t in by_block.values()):  # a row that knows the hash wins
         by_block.update({t.block_number: t for t in transfers if t.block_hash is not None})
     conn.execute(
-        "INSERT INTO blocks AS b (chain_id, block_number, time_stamp, block_hash)"
-        " SELECT %b, * FROM unnest(%b::int8[], %b::int8[], %b::bytea[])" + ("" if new_range else
-        " ON CONFLICT (chain_id, block_number) DO UPDATE"
-        " SET time_stamp = EXCLUDED.time_stamp, block_hash = COALESCE(EXCLUDED.block_hash, b.block_hash)"
-        " WHERE b.time_stamp <> EXCLUDED.time_stamp"
-        " OR b.block_hash IS DISTINCT FROM COALESCE(EXCLUDED.block_hash, b.block_hash)"),
+        _INSERT_BLOCKS if new_range else _INSERT_BLOCKS + _ON_STORED_BLOCK,
         (chain_id, list(by_block), [t.time_stamp for t in by_block.values()],
          [t.block_hash for t in by_block.values()]),
     )
