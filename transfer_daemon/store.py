@@ -40,6 +40,9 @@ SUCCESS_STATUSES = frozenset({"ingested", "reorg"})
 #: the columns of `transfers` in table order (migration 0004), as COPY sends them
 _COPY_TYPES = ["int8", "int8", "int4", "int4", "int2", "bytea", "bytea", "bytea", "numeric", "bytea", "bytea"]
 _contract, _time_stamp, _block = attrgetter("contract_address"), attrgetter("time_stamp"), attrgetter("block_number")
+# Reads of `blocks` and `transfers` are planned on each call (psycopg's `prepare=False`): a plan
+# cached while a table was small or empty (a seq scan) would stay in use as the table grows, until
+# an ANALYZE replans it, and every call would read the whole table.
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +176,6 @@ def _stored_keys(conn: psycopg.Connection, span: _Span, streams: dict[bytes, int
         "SELECT stream_id, time_stamp, block_number, log_index FROM transfers WHERE stream_id = ANY(%s)"
         " AND time_stamp BETWEEN %s AND %s AND block_number BETWEEN %s AND %s",
         (sorted(set(streams.values())), span.first_time, span.last_time, span.first_block, span.last_block),
-        # Planned each time: a plan cached while the table was small (a seq scan) would stay
-        # cached while the partition grows, and each batch would read all of it.
         prepare=False,
     )
 
@@ -273,7 +274,7 @@ def _insert_events(conn: psycopg.Connection, event: IngestEvent | None, quaranti
 def _delete_from_block(conn: psycopg.Connection, chain_id: int, fork_block: int) -> int:
     row = conn.execute(
         "SELECT time_stamp FROM blocks WHERE chain_id = %s AND block_number >= %s ORDER BY block_number LIMIT 1",
-        (chain_id, fork_block),
+        (chain_id, fork_block), prepare=False,
     ).fetchone()
     if row is None:
         return 0
@@ -281,9 +282,10 @@ def _delete_from_block(conn: psycopg.Connection, chain_id: int, fork_block: int)
     deleted = conn.execute(  # counted by a query, not rowcount: this may run in pipeline mode
         "WITH gone AS (DELETE FROM transfers WHERE stream_id = ANY(%s) AND time_stamp >= %s AND block_number >= %s"
         " RETURNING 1) SELECT count(*) FROM gone",
-        (streams, row[0], fork_block),
+        (streams, row[0], fork_block), prepare=False,
     ).fetchone()[0]
-    conn.execute("DELETE FROM blocks WHERE chain_id = %s AND block_number >= %s", (chain_id, fork_block))
+    conn.execute("DELETE FROM blocks WHERE chain_id = %s AND block_number >= %s", (chain_id, fork_block),
+                 prepare=False)
     return deleted
 
 
@@ -308,7 +310,7 @@ def _begin_and_read(conn: psycopg.Connection, chain_id: int, streams: dict[bytes
             else:
                 overlap = conn.execute(
                     "SELECT EXISTS (SELECT FROM blocks WHERE chain_id = %s AND block_number BETWEEN %s AND %s)",
-                    (chain_id, span.first_block, span.last_block))
+                    (chain_id, span.first_block, span.last_block), prepare=False)
     if overlap is not None:
         if not overlap.fetchone()[0]:
             return deleted, set(), True
@@ -404,7 +406,7 @@ def stored_block_hashes(conn: psycopg.Connection, chain_id: int, from_block: int
     rows = conn.execute(
         "SELECT block_number, block_hash FROM blocks"
         " WHERE chain_id = %s AND block_number BETWEEN %s AND %s AND block_hash IS NOT NULL",
-        (chain_id, from_block, to_block),
+        (chain_id, from_block, to_block), prepare=False,
     )
     return {number: bytes(block_hash) for number, block_hash in rows}
 
@@ -419,7 +421,7 @@ def known_transfer_keys(conn: psycopg.Connection, chain_id: int, from_block: int
         "  ORDER BY block_number LIMIT 1)"
         " AND t.time_stamp <= (SELECT time_stamp FROM blocks WHERE chain_id = %(c)s AND block_number <= %(b)s"
         "  ORDER BY block_number DESC LIMIT 1)",
-        {"c": chain_id, "a": from_block, "b": to_block},
+        {"c": chain_id, "a": from_block, "b": to_block}, prepare=False,
     )
     return {(bytes(tx), log_index, bytes(contract)) for tx, log_index, contract in rows}
 
@@ -456,7 +458,7 @@ def freshness(conn: psycopg.Connection, chain_ids: Iterable[int], now: float | N
         "SELECT c.id, extract(epoch FROM k.last_ingested_at)::float8,"
         " (SELECT b.time_stamp FROM blocks b WHERE b.chain_id = c.id ORDER BY b.block_number DESC LIMIT 1)"
         " FROM unnest(%s::bigint[]) AS c(id) LEFT JOIN ingest_cursors k ON k.chain_id = c.id",
-        (list(chain_ids),),
+        (list(chain_ids),), prepare=False,
     )
     return {
         chain: Freshness(chain, last, newest, None if last is None else max(0.0, current - last))
@@ -473,7 +475,7 @@ def chain_stats(conn: psycopg.Connection, chain_id: int) -> ChainStats:
         "  ORDER BY block_number LIMIT 1) o ON true"
         " LEFT JOIN LATERAL (SELECT block_number, time_stamp FROM blocks WHERE chain_id = %(c)s"
         "  ORDER BY block_number DESC LIMIT 1) n ON true",
-        {"c": chain_id},
+        {"c": chain_id}, prepare=False,
     ).fetchone()
     assert row is not None
     return ChainStats(chain_id, row[0] or 0, *row[1:])
