@@ -5,10 +5,15 @@
 Loads `--rows` synthetic transfers over two chains through the store's bulk path (skipped when
 the bench database already holds them), starts run_api with a /_bench/static route serving a
 static JSON body as large as a warm page 1, warms the cache, then runs wrk at 10 and 50
-connections per query kind. Prints throughput, p50 and p99 per kind, each kind's throughput
-as a ratio of the static body's, measured in the same run on the same server, and the CPU time
-per request of the API workers and of their Postgres backends (utime + stime from /proc, so the
-server must run on this host): on a shared machine a steadier figure than requests/s.
+connections per query kind. It measures a server in its steady state: the table vacuumed (as
+autovacuum leaves a table that has stopped growing: no first read sets hint bits, which with data
+checksums costs a full-page WAL record) and every distinct request of a kind answered once before
+that kind is timed (its pages read into memory, as on a server that has been serving for a
+while); that cold first pass is printed too, as a comment line. Prints throughput, p50 and p99
+per kind, each kind's throughput as a ratio of the static body's, measured in the same run on
+the same server, and the CPU time per request of the API workers and of their Postgres backends
+(utime + stime from /proc, so the server must run on this host): on a shared machine a steadier
+figure than requests/s.
 Needs `wrk` on PATH (Debian: apt-get install wrk).
 """
 
@@ -118,7 +123,6 @@ def load(url: str, rows: int) -> None:
                 batch = generate(chain_id, start, min(BATCH, per_chain - start), per_chain, now, span, rng)
                 top = batch[-1].block_number
                 store.write_batch(conn, chain_id, batch, cursor=Cursor(chain_id, synced_block=top), event=None)
-        conn.execute("ANALYZE")
     print(f"# loaded {per_chain * len(CHAINS)} transfers in {time.monotonic() - started:.0f} s")
 
 
@@ -266,6 +270,7 @@ def bench(args: argparse.Namespace) -> int:
     else:
         load(url, args.rows)
         mark_loaded(args.database_url, args.rows)
+    vacuum(url)
     workdir = Path(tempfile.mkdtemp(prefix="bench_api_"))
     port = free_port()
     config = parse_config({
@@ -293,6 +298,26 @@ def bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def vacuum(url: str) -> None:
+    """VACUUM (ANALYZE): quick on a table vacuumed before (the visibility map skips its pages)."""
+    started = time.monotonic()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+    print(f"# vacuumed in {time.monotonic() - started:.0f} s")
+
+
+def first_pass(base: str, paths: list[str]) -> str:
+    """Each distinct path requested once, one at a time: the kind's cold pass, as a comment."""
+    distinct = list(dict.fromkeys(paths))
+    times = []
+    for path in distinct:
+        began = time.perf_counter()
+        get(base, path)
+        times.append(time.perf_counter() - began)
+    return (f"cold first pass: {len(distinct)} distinct requests in {sum(times):.2f} s,"
+            f" max {max(times) * 1000:.1f} ms")
+
+
 def report(base: str, args: argparse.Namespace, workdir: Path, server: str,
            cpu: Callable[[], dict[int, float]]) -> None:
     kinds = query_kinds(base)
@@ -300,9 +325,13 @@ def report(base: str, args: argparse.Namespace, workdir: Path, server: str,
         kinds = {k: v for k, v in kinds.items() if k == "static" or k in args.kinds.split(",")}
     print(f"# rows={args.rows} server=gunicorn {server} seconds={args.seconds} "
           f"static_body_bytes={len(get(base, '/_bench/static'))} load_average={os.getloadavg()[0]:.2f}")
-    for connections in (int(c) for c in args.connections.split(",")):
+    levels = [int(c) for c in args.connections.split(",")]
+    first = levels[0]
+    for connections in levels:
         static_rps = None
         for kind, paths in kinds.items():
+            if connections == first:
+                print(f"# {kind}: {first_pass(base, paths)}", flush=True)
             run_wrk(base, paths, connections, 1, workdir)  # warm-up: pool connections, cache handles
             before = cpu()
             f = run_wrk(base, paths, connections, args.seconds, workdir)
