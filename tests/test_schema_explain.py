@@ -3,7 +3,6 @@ honestly: transfers are only read through indexes, and only a page's worth of ro
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from dataclasses import replace
@@ -18,7 +17,7 @@ from transfer_daemon.api.resources import query_session
 from transfer_daemon.db import partitions
 from transfer_daemon.db.migrate import migrate
 from transfer_daemon.store import TransferQuery
-from transfer_daemon.store_query import build_sql
+from transfer_daemon.store_query import _PLACEHOLDER, build_sql
 
 ROWS = {1: 140_000, 25: 60_000}
 NOW = int(time.time())
@@ -134,8 +133,8 @@ def _explain_as_served(conn: psycopg.Connection, query: TransferQuery) -> dict:
     if params is None:
         return conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, prepare=False).fetchone()[0][0]
     conn.execute(sql, params, prepare=True).fetchall()
-    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", sql)))  # psycopg numbers them as they first occur
-    numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", sql)
+    names = list(dict.fromkeys(_PLACEHOLDER.findall(sql)))  # psycopg numbers them as they first occur
+    numbered = _PLACEHOLDER.sub(lambda m: f"${names.index(m.group(1)) + 1}", sql)
     name, generic_before = conn.execute("SELECT name, generic_plans FROM pg_prepared_statements WHERE statement = %s",
                                         (numbered,), prepare=False).fetchone()
     args = pgsql.SQL(", ").join(pgsql.Literal(params[n]) for n in names)
