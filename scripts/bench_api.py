@@ -40,10 +40,11 @@ import psycopg
 from psycopg import sql
 
 from transfer_daemon import cache, store
-from transfer_daemon.config import parse_config, redact_url
+from transfer_daemon.config import parse_config
 from transfer_daemon.db.bootstrap import EmbeddedPostgres
 from transfer_daemon.db.migrate import available_migrations, migrate
 from transfer_daemon.model import Cursor, Transfer
+from transfer_daemon.redact import redact_url
 
 CHAINS = ((1, "ethereum"), (25, "cronos"))
 ADDRESSES = [random.Random(i).randbytes(20) for i in range(20_000)]
@@ -216,11 +217,23 @@ def cpu_per_request(before: dict[int, float], after: dict[int, float], requests:
     return api / requests * 1e6, pg / requests * 1e6
 
 
+def with_static_route(static_body: bytes):
+    """An app factory: the product's app plus GET /_bench/static, the baseline every kind is compared with."""
+    from transfer_daemon.api import create_app, json_response
+
+    def factory(config, url: str):
+        app = create_app(config, url)
+        app.add_url_rule("/_bench/static", "bench_static", lambda: json_response(static_body))
+        return app
+
+    return factory
+
+
 def serve(config, url: str, static_body: bytes) -> multiprocessing.Process:
     from transfer_daemon.api.server import run_api
 
     process = multiprocessing.get_context("fork").Process(
-        target=run_api, args=(config, url), kwargs={"app_options": {"bench_static": static_body}}, daemon=False)
+        target=run_api, args=(config, url), kwargs={"app_factory": with_static_route(static_body)}, daemon=False)
     process.start()
     return process
 

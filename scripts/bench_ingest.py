@@ -30,7 +30,8 @@ from transfer_daemon import store
 from transfer_daemon.config import parse_config
 from transfer_daemon.db.bootstrap import migrate
 from transfer_daemon.db.pool import open_pool
-from transfer_daemon.ingest import jobs, planning
+from transfer_daemon.ingest import backfill as backfill_job
+from transfer_daemon.ingest import context, planning
 from transfer_daemon.simulate import ChainSpec, SimConfig, serve
 from transfer_daemon.upstream import make_source
 
@@ -80,7 +81,7 @@ def _database(server_url: str | None, scratch: Path):
     return urlunsplit(urlsplit(server_url)._replace(path="/" + name)), drop
 
 
-def _context(args: argparse.Namespace, sim_url: str, database_url: str, scratch: Path) -> jobs.IngestContext:
+def _context(args: argparse.Namespace, sim_url: str, database_url: str, scratch: Path) -> context.IngestContext:
     info = requests.get(sim_url + "/_sim/chains", timeout=5).json()["chains"][0]
     chain = {"id": 1, "name": "bench", "kind": args.kind, "contracts": info["contracts"],
              "base_url": sim_url + "/v2/api", "api_key_env": KEY_ENV, "start_block": info["firstBlock"],
@@ -89,10 +90,10 @@ def _context(args: argparse.Namespace, sim_url: str, database_url: str, scratch:
     migrate(database_url)
     source = make_source(config.chains[0], limiter_dir=str(scratch / "limiter"), environ={KEY_ENV: "bench"})
     pool = open_pool(database_url, 1, 4, "bench")
-    return jobs.IngestContext(config=config, chain=config.chains[0], pool=pool, source=source)
+    return context.IngestContext(config=config, chain=config.chains[0], pool=pool, source=source)
 
 
-def _baseline(ctx: jobs.IngestContext, calls: int) -> float:
+def _baseline(ctx: context.IngestContext, calls: int) -> float:
     """Rows/s of the upstream alone: `calls` pages fetched and normalized, nothing stored."""
     head = ctx.source.head_block()
     lo = ctx.chain.start_block
@@ -131,7 +132,7 @@ def main() -> int:
             calls_before, limited_before = _stats(sim_url)
             windows = []
             started = time.monotonic()
-            done = jobs.backfill(ctx, progress=windows.append)
+            done = backfill_job.backfill(ctx, progress=windows.append)
             elapsed = time.monotonic() - started
             calls_after, limited_after = _stats(sim_url)
             with ctx.pool.connection() as conn:

@@ -12,7 +12,7 @@ from transfer_daemon import store
 from transfer_daemon.config import Config, parse_config
 from transfer_daemon.db.bootstrap import migrate
 from transfer_daemon.db.pool import open_pool
-from transfer_daemon.ingest import jobs
+from transfer_daemon.ingest import context
 from transfer_daemon.simulate import ChainSpec, SimConfig, start_in_thread
 from transfer_daemon.upstream import make_source
 from transfer_daemon.upstream.http import RetryPolicy
@@ -71,13 +71,13 @@ def make_config(data_dir: Path, sim: Sim, kind: str, **chain_overrides) -> Confi
 FAST_RETRY = RetryPolicy(max_attempts=8, max_total_s=20.0, initial_s=0.1, maximum_s=1.0)
 
 
-def make_context(config: Config, database_url: str) -> jobs.IngestContext:
+def make_context(config: Config, database_url: str) -> context.IngestContext:
     migrate(database_url)
     chain = config.chains[0]
     pool = open_pool(database_url, 1, 4, "ingest-test")
     source = make_source(chain, limiter_dir=str(Path(config.daemon.data_dir) / "limiter"), environ=ENVIRON,
                          retry=FAST_RETRY)
-    return jobs.IngestContext(config=config, chain=chain, pool=pool, source=source)
+    return context.IngestContext(config=config, chain=chain, pool=pool, source=source)
 
 
 def stored_items(database_url_or_pool, chain_id: int, to_block: int) -> list[dict]:

@@ -18,10 +18,10 @@ import sys
 import time
 from collections.abc import Callable
 
-from transfer_daemon.child import ChildSpec, RestartPolicy
 from transfer_daemon.config import Config, ConfigError, load_config
+from transfer_daemon.daemon.child import ChildSpec, RestartPolicy
+from transfer_daemon.daemon.supervisor import fingerprint, run_start
 from transfer_daemon.errors import TransferDaemonError
-from transfer_daemon.supervisor import fingerprint, run_start
 
 log = logging.getLogger("tests.launcher")
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from transfer_daemon.pidfile import pid_alive
+from transfer_daemon.state import pid_alive
 
 LAUNCHER = Path(__file__).with_name("supervisor_launcher.py")
 CONTRACT = "0x" + "11" * 20

@@ -10,7 +10,7 @@ import pytest
 from tests.api_support import ALICE, BOB, CAROL, make_config, migrated, transfer, write
 from transfer_daemon.api import create_app
 from transfer_daemon.model import iso_utc
-from transfer_daemon.pidfile import pid_alive
+from transfer_daemon.state import pid_alive
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from tests.test_cache import hits_and_misses
 from transfer_daemon import cache, metrics
 from transfer_daemon.api import create_app
 from transfer_daemon.cache import ChainState, WarmCache
-from transfer_daemon.cache_backends import DiskBackend, RedisBackend, open_backend
+from transfer_daemon.cache.backends import DiskBackend, RedisBackend, open_backend
 from transfer_daemon.config import CacheConfig, Config
 
 FORK = multiprocessing.get_context("fork")
@@ -153,7 +153,7 @@ def test_redis_keys_carry_the_prefix_and_deployments_do_not_see_each_other(redis
 def test_an_unreachable_redis_is_a_miss_with_one_redacted_warning(caplog):
     secret = f"pw-{uuid.uuid4().hex}"
     backend = RedisBackend(f"redis://:{secret}@127.0.0.1:9/0", "td:", timeout_s=0.2)
-    with caplog.at_level(logging.WARNING, logger="transfer_daemon.cache_backends"):
+    with caplog.at_level(logging.WARNING, logger="transfer_daemon.cache.backends"):
         backend.set("k", b"v", 60)
         assert backend.get("k") is None
         backend.delete("k")

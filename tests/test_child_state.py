@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from transfer_daemon.child import Child, ChildSpec, RestartPolicy, State, describe_status
+from transfer_daemon.daemon.child import Child, ChildSpec, RestartPolicy, State, describe_status
 
 POLICY = RestartPolicy(initial=1.0, maximum=60.0, jitter=0.0, stable_after=60.0, running_after=1.0,
                        max_failures=5, fatal_retry=300.0)

@@ -21,10 +21,10 @@ from store_support import make_transfers
 
 from transfer_daemon import store
 from transfer_daemon.cli import main
+from transfer_daemon.daemon.pidfile import PidFile
 from transfer_daemon.model import Cursor, IngestEvent
-from transfer_daemon.pidfile import PidFile
 from transfer_daemon.simulate import ChainSpec, SimConfig, start_in_thread
-from transfer_daemon.state_file import STATE_FILENAME, write_state
+from transfer_daemon.state import STATE_FILENAME, write_state
 
 CONTRACT = "0x" + "22" * 20
 
@@ -114,8 +114,8 @@ def test_reports_worker_state_and_store_facts(tmp_path: Path, database_url: str,
     worker = ethereum["worker"]
     assert (worker["state"], worker["pid"], worker["restarts"]) == ("RUNNING", 4242, 3)
     assert worker["lastExit"]["reason"] == "exit 1" and worker["lastExit"]["at"].endswith("Z")
-    assert ethereum["rows"] == 50 and ethereum["backfillProgress"] == 1.0
-    assert ethereum["cursor"]["syncedBlock"] == 1007
+    assert ethereum["rows"] == 50 and ethereum["backfill"]["progress"] == 1.0
+    assert ethereum["backfill"]["syncedBlock"] == 1007
     assert ethereum["oldest"]["block"] == 1000 and ethereum["newest"]["block"] == 1007
     assert 0 <= ethereum["ingestLagSeconds"] < 60
     assert ethereum["lastSuccess"]["rows"] == 50 and "apikey=***" in ethereum["lastError"]["message"]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from transfer_daemon.config import ConfigError, dotenv_world_readable, load_config, parse_config, redact_url
+from transfer_daemon.config import ConfigError, dotenv_world_readable, load_config, parse_config
+from transfer_daemon.redact import redact_url
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD_CHAIN = {

@@ -23,7 +23,7 @@ from supervisor_support import wait_for
 from transfer_daemon import store
 from transfer_daemon.db.pool import open_pool
 from transfer_daemon.simulate import ChainSpec, SimConfig, start_in_thread
-from transfer_daemon.store_query import TransferQuery
+from transfer_daemon.store.queries import TransferQuery
 
 pytestmark = pytest.mark.slow
 

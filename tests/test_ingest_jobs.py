@@ -10,7 +10,9 @@ from ingest_support import Sim, differences, get_cursor, make_config, make_conte
 
 from transfer_daemon import store
 from transfer_daemon.errors import InvalidApiKey
-from transfer_daemon.ingest import jobs, planning
+from transfer_daemon.ingest import backfill as backfill_job
+from transfer_daemon.ingest import context, planning, upkeep
+from transfer_daemon.ingest import sync as sync_job
 from transfer_daemon.model import Transfer
 
 
@@ -31,12 +33,12 @@ def run(tmp_path, empty_database_url):
         sim.stop()
 
 
-def _cycle(ctx: jobs.IngestContext) -> None:
-    jobs.run_guarded(ctx, "sync", jobs.sync)
-    jobs.run_guarded(ctx, "backfill", lambda c: jobs.backfill(c, budget_s=2))
+def _cycle(ctx: context.IngestContext) -> None:
+    context.run_guarded(ctx, "sync", sync_job.sync)
+    context.run_guarded(ctx, "backfill", lambda c: backfill_job.backfill(c, budget_s=2))
 
 
-def _converged(sim: Sim, ctx: jobs.IngestContext):
+def _converged(sim: Sim, ctx: context.IngestContext):
     cursor = get_cursor(ctx.pool, ctx.chain_id)
     if not cursor.backfill_done:
         return False
@@ -48,14 +50,14 @@ def _converged(sim: Sim, ctx: jobs.IngestContext):
 def test_backfill_then_sync_equals_the_truth(run, kind):
     sim, ctx = run(kind)
     progress = []
-    assert jobs.backfill(ctx, progress=progress.append)
+    assert backfill_job.backfill(ctx, progress=progress.append)
     cursor = get_cursor(ctx.pool, ctx.chain_id)
     assert cursor.backfill_done and cursor.backfilled_block == sim.chain_info["firstBlock"]
     assert [planning.backfill_share(c) for c in progress][-1] == 1.0
     assert len(progress) >= 2  # several windows: the walk is resumable window by window
     head_before = cursor.synced_block
     result = poll(lambda: _converged(sim, ctx) if get_cursor(ctx.pool, ctx.chain_id).synced_block
-                  > head_before + 5 else False, 20, step=lambda: jobs.sync(ctx))
+                  > head_before + 5 else False, 20, step=lambda: sync_job.sync(ctx))
     assert result, differences(sim, ctx.pool, ctx.chain_id)
     synced, _, _, _ = result
     assert len(sim.truth(synced)) > 300
@@ -63,25 +65,25 @@ def test_backfill_then_sync_equals_the_truth(run, kind):
 
 def test_backfill_resumes_from_its_cursor_after_a_partial_run(run):
     sim, ctx = run("etherscan_logs")
-    jobs.ensure_anchor(ctx)
+    context.ensure_anchor(ctx)
     windows = []
-    assert not jobs.backfill(ctx, budget_s=0.01, progress=windows.append)  # one window, then out of budget
+    assert not backfill_job.backfill(ctx, budget_s=0.01, progress=windows.append)  # one window, then out of budget
     partial = get_cursor(ctx.pool, ctx.chain_id)
     assert len(windows) == 1 and not partial.backfill_done
     ctx2 = dataclasses.replace(ctx, backfill_span=0)  # a fresh process: nothing but the database
-    assert jobs.backfill(ctx2)
+    assert backfill_job.backfill(ctx2)
     assert _converged(sim, ctx2)
 
 
 def test_sync_stops_at_max_pages_and_catches_up_over_cycles(run):
     sim, ctx = run("etherscan", page_size=20, max_pages_per_cycle=2)
-    jobs.ensure_anchor(ctx, head=sim.chain_info["firstBlock"] + 5)  # far behind the head
+    context.ensure_anchor(ctx, head=sim.chain_info["firstBlock"] + 5)  # far behind the head
     before = get_cursor(ctx.pool, ctx.chain_id).synced_block
-    jobs.sync(ctx)
+    sync_job.sync(ctx)
     after = get_cursor(ctx.pool, ctx.chain_id).synced_block
     head = ctx.source.head_block()
     assert before < after < head - 50  # two pages of 20 rows cover some 20 blocks, not all
-    assert poll(lambda: get_cursor(ctx.pool, ctx.chain_id).synced_block >= head, 30, step=lambda: jobs.sync(ctx),
+    assert poll(lambda: get_cursor(ctx.pool, ctx.chain_id).synced_block >= head, 30, step=lambda: sync_job.sync(ctx),
                 interval_s=0)
 
 
@@ -102,12 +104,12 @@ def test_reorgs_and_faults_converge_to_the_truth(run):
 def test_a_reorg_deeper_than_the_limit_halts_the_chain(run):
     knobs = {"reorg_every": 8, "reorg_depth": 7, "transfers_per_block": 6.0}
     sim, ctx = run("etherscan_logs", knobs, confirmations=5, max_reorg_depth=3, page_size=500)
-    assert poll(lambda: ctx.halted, 30, step=lambda: jobs.sync(ctx), interval_s=0.3)
+    assert poll(lambda: ctx.halted, 30, step=lambda: sync_job.sync(ctx), interval_s=0.3)
     with ctx.pool.connection() as conn:
         events = store.recent_events(conn, ctx.chain_id, limit=50, statuses=["halted"])
     assert events and "max_reorg_depth" in events[0]["message"]
     before = sim.stats()["requests"]
-    assert jobs.sync(ctx) == 0 and sim.stats()["requests"] == before  # halted: no more upstream calls
+    assert sync_job.sync(ctx) == 0 and sim.stats()["requests"] == before  # halted: no more upstream calls
 
 
 class _RefusingSource:
@@ -124,9 +126,9 @@ class _RefusingSource:
 def test_invalid_api_key_raises_an_alert_and_stops_calling(run):
     _, ctx = run("etherscan")
     ctx.source = _RefusingSource()
-    jobs.run_guarded(ctx, "sync", jobs.sync)
-    jobs.run_guarded(ctx, "sync", jobs.sync)
-    jobs.run_guarded(ctx, "backfill", jobs.backfill)
+    context.run_guarded(ctx, "sync", sync_job.sync)
+    context.run_guarded(ctx, "sync", sync_job.sync)
+    context.run_guarded(ctx, "backfill", backfill_job.backfill)
     assert ctx.auth_failed and ctx.source.calls == 1
     with ctx.pool.connection() as conn:
         events = store.recent_events(conn, ctx.chain_id, statuses=["alert"])
@@ -135,16 +137,16 @@ def test_invalid_api_key_raises_an_alert_and_stops_calling(run):
 
 def test_verify_records_zero_drift_then_the_extra_row_it_finds(run):
     sim, ctx = run("etherscan_logs")
-    assert jobs.backfill(ctx)
+    assert backfill_job.backfill(ctx)
     cursor = get_cursor(ctx.pool, ctx.chain_id)
-    assert jobs.verify(ctx)["missing"] == jobs.verify(ctx)["extra"] == 0
-    window = planning.verify_window(cursor, ctx.chain.confirmations, jobs.VERIFY_BLOCKS, ctx.clock())
+    assert upkeep.verify(ctx)["missing"] == upkeep.verify(ctx)["extra"] == 0
+    window = planning.verify_window(cursor, ctx.chain.confirmations, upkeep.VERIFY_BLOCKS, ctx.clock())
     stray = Transfer(chain_id=ctx.chain_id, block_number=window.lo, time_stamp=1_700_000_000, tx_hash=b"\x99" * 32,
                      log_index=0, from_address=b"\1" * 20, to_address=b"\2" * 20, value=5,
                      contract_address=bytes.fromhex(sim.chain_info["contracts"][0][2:]))
     with ctx.pool.connection() as conn:
         store.write_batch(conn, ctx.chain_id, [stray], cursor=None, event=None)
-    detail = jobs.verify(ctx)
+    detail = upkeep.verify(ctx)
     assert detail["extra"] == 1 and detail["missing"] == 0
     with ctx.pool.connection() as conn:
         drift = store.recent_events(conn, ctx.chain_id, statuses=["drift"])
@@ -153,14 +155,14 @@ def test_verify_records_zero_drift_then_the_extra_row_it_finds(run):
 
 def test_retention_records_what_it_dropped(run):
     _, ctx = run("etherscan")
-    assert jobs.retention(ctx) == []
+    assert upkeep.retention(ctx) == []
     with ctx.pool.connection() as conn:
         assert store.recent_events(conn, ctx.chain_id, statuses=["retention"])
 
 
 def test_rate_limit_answers_stay_within_tolerance(run):
     sim, ctx = run("etherscan", {"rate_limit": 10.0}, rate_limit_per_sec=9, page_size=50)
-    assert jobs.backfill(ctx)
+    assert backfill_job.backfill(ctx)
     stats = sim.stats()
     calls = sum(stats["requests"].values())
     limited = stats["rateLimitedTotal"]
@@ -174,11 +176,11 @@ def test_reorgs_below_a_head_without_transfers_are_not_missed(run, kind):
     hash must be checked, or those rows are missed (or kept after they were reorged away)."""
     knobs = {"reorg_every": 3, "reorg_depth": 3, "transfers_per_block": 0.4, "block_time": 3600}
     sim, ctx = run(kind, knobs, confirmations=6)
-    assert jobs.backfill(ctx)
+    assert backfill_job.backfill(ctx)
     diverged = []
     for _ in range(40):
         requests.post(sim.url + "/_sim/control", json={"advance_blocks": 1}, timeout=5).raise_for_status()
-        jobs.sync(ctx)
+        sync_job.sync(ctx)
         synced, missing, extra, duplicates = differences(sim, ctx.pool, ctx.chain_id)
         if missing or extra or duplicates:  # each cycle repairs before it extends: never behind the truth
             diverged.append((synced, missing, extra, duplicates))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from transfer_daemon.config import parse_config
-from transfer_daemon.logs import (
+from transfer_daemon.daemon.logs import (
     ContextFilter,
     JsonFormatter,
     LogPipeline,
@@ -22,7 +22,7 @@ from transfer_daemon.logs import (
     parse_line,
     secrets_from_config,
 )
-from transfer_daemon.ops import tail_logs
+from transfer_daemon.daemon.logtail import tail_logs
 
 CONTRACT = "0x" + "22" * 20
 

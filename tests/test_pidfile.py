@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from transfer_daemon.daemon.pidfile import PidFile
 from transfer_daemon.errors import AlreadyRunning
-from transfer_daemon.pidfile import PidFile, is_locked, pid_alive, read_pid, running_pid
+from transfer_daemon.state import is_locked, pid_alive, read_pid, running_pid
 
 HOLDER = """
 import sys, time
-from transfer_daemon.pidfile import PidFile
+from transfer_daemon.daemon.pidfile import PidFile
 PidFile(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(60)

@@ -17,7 +17,7 @@ from transfer_daemon.api.resources import query_session
 from transfer_daemon.db import partitions
 from transfer_daemon.db.migrate import migrate
 from transfer_daemon.store import TransferQuery
-from transfer_daemon.store_query import _PLACEHOLDER, build_sql
+from transfer_daemon.store.queries import _PLACEHOLDER, build_sql
 
 ROWS = {1: 140_000, 25: 60_000}
 NOW = int(time.time())

@@ -19,7 +19,7 @@ from transfer_daemon.api.params import PARAMETERS
 from transfer_daemon.api.server import ApiServer
 from transfer_daemon.config import parse_config
 from transfer_daemon.simulate.stats import SimStats, redact_key
-from transfer_daemon.store_cursor import CursorPosition, encode_cursor
+from transfer_daemon.store.cursor import CursorPosition, encode_cursor
 
 INJECTIONS = [
     "' OR 1=1 --", "0x00'; DROP TABLE transfers; --", "1; DROP TABLE transfers", "1 OR 1=1",

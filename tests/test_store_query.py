@@ -13,7 +13,7 @@ from transfer_daemon import store
 from transfer_daemon.api.resources import query_session
 from transfer_daemon.model import iso_utc
 from transfer_daemon.store import MAX_OFFSET, TransferQuery
-from transfer_daemon.store_query import _iso_utc
+from transfer_daemon.store.queries import _iso_utc
 
 CHAINS = (1, 25)
 
@@ -86,7 +86,7 @@ def _filters(rows: list) -> list[tuple[dict, object]]:
         ({"since": t0, "until": t0 + 20}, lambda t: t0 <= t.time_stamp <= t0 + 20),
         ({"since": t0, "from_address": a}, lambda t: t.time_stamp >= t0 and t.from_address == a),
         ({"to_block": 999}, lambda t: t.block_number <= 999),
-        # values in the statement's text (see store_query.build_sql): bytes and every bound as literals
+        # values in the statement's text (see store.queries.build_sql): bytes and every bound as literals
         ({"contract": contract, "since": t0, "until": t0 + 40},
          lambda t: t.contract_address == contract and t0 <= t.time_stamp <= t0 + 40),
         ({"address": a, "since": t0 - 400, "until": t0 + 400},

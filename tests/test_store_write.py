@@ -92,7 +92,7 @@ def test_a_stored_key_without_its_block_row_is_still_skipped(conn, writer: str) 
     assert store.write_batch(conn, 1, rows[:30], cursor=None, event=None) == 30
     conn.execute("DELETE FROM blocks")
     if writer == "another process":
-        store._caches.clear()  # what this process remembers of its own writes
+        store.writes._caches.clear()  # what this process remembers of its own writes
     assert store.write_batch(conn, 1, rows, cursor=None, event=None) == 10
     assert count_rows(conn) == 40
     assert store.chain_stats(conn, 1).rows == 40

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from supervisor_support import LAUNCHER, Daemon, chain_toml, wait_for
 
-from transfer_daemon.pidfile import pid_alive
+from transfer_daemon.state import pid_alive
 
 pytestmark = pytest.mark.slow
 

@@ -59,7 +59,7 @@ def main() -> None:
 def start(config_path: str | None, foreground: bool) -> None:
     """Run the supervisor, one worker per chain and the API."""
     config = _load(config_path)
-    from transfer_daemon.supervisor import run_start
+    from transfer_daemon.daemon.supervisor import run_start
 
     sys.exit(run_start(config, foreground=foreground, announce=click.echo))
 
@@ -70,7 +70,7 @@ def start(config_path: str | None, foreground: bool) -> None:
 def stop(config_path: str | None) -> None:
     """Signal a running supervisor (pidfile) to stop gracefully."""
     config = _load(config_path)
-    from transfer_daemon.ops import stop_daemon
+    from transfer_daemon.daemon.control import stop_daemon
 
     sys.exit(stop_daemon(config, echo=click.echo))
 
@@ -82,9 +82,9 @@ def stop(config_path: str | None) -> None:
 def status(config_path: str | None, as_json: bool) -> None:
     """Per-chain table: lag, last success, rows, worker state."""
     config = _load(config_path)
-    from transfer_daemon.status_report import gather, render_table
+    from transfer_daemon.report import render_table, status_document
 
-    report = gather(config)
+    report = status_document(config)
     click.echo(json.dumps(report, indent=2) if as_json else render_table(report))
 
 
@@ -98,7 +98,7 @@ def status(config_path: str | None, as_json: bool) -> None:
 def logs(config_path: str | None, follow: bool, chain: str | None, level: str | None) -> None:
     """Tail the daemon log."""
     config = _load(config_path)
-    from transfer_daemon.ops import tail_logs
+    from transfer_daemon.daemon.logtail import tail_logs
 
     sys.exit(tail_logs(config, follow=follow, chain=chain, level=level, echo=click.echo))
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from transfer_daemon.redact import redact_url
+
 DEFAULT_CONFIG_PATH = Path("etc/transfer-daemon.toml")
 KINDS = ("etherscan", "etherscan_logs", "rpc_logs")
 DATA_SOURCES = ("persistent", "upstream")
@@ -370,12 +372,6 @@ def dotenv_world_readable(config: Config) -> Path | None:
     if candidate and candidate.exists() and candidate.stat().st_mode & 0o004:
         return candidate
     return None
-
-
-def redact_url(url: str) -> str:
-    """Drop passwords and key-like query values from a URL for logs and messages."""
-    url = re.sub(r"(://[^:/@\s]*):[^@/\s]*@", r"\1:***@", url)  # user may be empty: redis://:pw@host
-    return re.sub(r"(?i)((?:api_?key|key|token|password)=)[^&\s]+", r"\1***", url)
 
 
 def settings_reference() -> list[tuple[str, str, Any, str | None, str]]:

@@ -1,4 +1,5 @@
-"""Named exceptions carrying context; messages never hold a secret (URLs are redacted)."""
+"""Named exceptions carrying context. Depends on nothing of ours: a URL given to an error is
+shown as given, so callers pass it redacted (`upstream.http` does)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,8 @@ class UpstreamError(TransferDaemonError):
 
     def __init__(self, message: str, *, chain: str = "", url: str = "", attempt: int = 0,
                  retryable: bool = True) -> None:
-        from transfer_daemon.config import redact_url
-
         self.chain = chain
-        self.url = redact_url(url)
+        self.url = url
         self.attempt = attempt
         self.retryable = retryable
         where = f" [{chain}]" if chain else ""

@@ -14,7 +14,7 @@ import orjson
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from transfer_daemon import metrics as process_metrics  # `metrics` is the submodule with the route
+from transfer_daemon import metrics
 from transfer_daemon.api import resources
 from transfer_daemon.api.params import ParameterError
 from transfer_daemon.config import Config
@@ -69,23 +69,20 @@ def _register_timing(app: Flask) -> None:
         route = request.url_rule.rule if request.url_rule else "unmatched"
         if "started" in g:
             elapsed = time.perf_counter() - g.started
-            process_metrics.API_LATENCY.labels(route, str(response.status_code)).observe(elapsed)
+            metrics.API_LATENCY.labels(route, str(response.status_code)).observe(elapsed)
         return response
 
 
-def create_app(config: Config, database_url: str, *, bench_static: bytes | None = None) -> Flask:
-    """The API app. `bench_static`: a body for GET /_bench/static (scripts/bench_api.py's baseline)."""
+def create_app(config: Config, database_url: str) -> Flask:
+    """The API app: resources, JSON errors, request timing, the blueprints."""
     from transfer_daemon.api import health, openapi, status_page, transfers
-    from transfer_daemon.api import metrics as metrics_routes
 
     app = Flask(__name__)
     app.json.sort_keys = False
-    process_metrics.init_multiprocess(config.daemon.data_dir)
+    metrics.init_multiprocess(config.daemon.data_dir)
     resources.init_app(app, config, database_url)
     _register_errors(app)
     _register_timing(app)
-    for blueprint in (transfers.bp, health.bp, metrics_routes.bp, openapi.bp, status_page.bp):
+    for blueprint in (transfers.bp, health.bp, openapi.bp, status_page.bp):
         app.register_blueprint(blueprint)
-    if bench_static is not None:
-        app.add_url_rule("/_bench/static", "bench_static", lambda: json_response(bench_static))
     return app

@@ -1,19 +1,18 @@
-"""/healthz (process up), /readyz (store ready, every chain synced once), /api/cache-health."""
+"""/healthz (process up), /readyz (store ready, every chain synced once), /api/cache-health (the
+per-chain report), /metrics (every process's metrics in Prometheus text format)."""
 
 from __future__ import annotations
 
-import logging
 import time
 
 from flask import Blueprint, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from transfer_daemon import cache
+from transfer_daemon import cache, metrics, report, store
 from transfer_daemon.api import json_response
 from transfer_daemon.api.resources import resources
-from transfer_daemon.api.state import chain_report, read_children, record_alerts
 from transfer_daemon.errors import StoreNotReady
 
-log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
 
 
@@ -26,8 +25,6 @@ def healthz() -> Response:
 def readyz() -> Response:
     res = resources()
     try:
-        from transfer_daemon import store
-
         with res.connection() as conn:
             waiting = [c.name for c in res.config.chains if store.get_cursor(conn, c.id).synced_block is None]
     except StoreNotReady as exc:
@@ -42,7 +39,6 @@ def readyz() -> Response:
 def cache_health() -> Response:
     res = resources()
     now = time.time()
-    children = read_children(res.config)
     hits, misses, ratio = cache.hit_ratio()
     body: dict = {
         "status": "down", "checkedAt": int(now), "store": {"ready": False, "error": None},
@@ -50,13 +46,16 @@ def cache_health() -> Response:
     }
     try:
         with res.connection() as conn:
-            reports = {str(c.id): chain_report(conn, res.config, c, children, now) for c in res.config.chains}
-            record_alerts(conn, res.config, reports)
+            reports = report.chain_reports(conn, res.config, now)
     except StoreNotReady as exc:
         body["store"]["error"] = str(exc)
         return json_response(body, 503, {"Retry-After": "5"})
     body["store"]["ready"] = True
-    body["chains"] = reports
-    healthy = all(not r["alerts"] and r["worker"]["state"] in ("RUNNING", "unknown") for r in reports.values())
-    body["status"] = "ok" if healthy else "degraded"
+    body["chains"] = {str(r["id"]): r for r in reports}
+    body["status"] = "ok" if all(report.is_healthy(r) for r in reports) else "degraded"
     return json_response(body)
+
+
+@bp.get("/metrics")
+def metrics_text() -> Response:
+    return Response(metrics.render(), mimetype=None, content_type=CONTENT_TYPE_LATEST)

@@ -19,8 +19,9 @@ import psycopg_pool
 from flask import Flask, current_app
 
 from transfer_daemon.cache import WarmCache
-from transfer_daemon.config import ChainConfig, Config, redact_url
+from transfer_daemon.config import ChainConfig, Config
 from transfer_daemon.errors import StoreNotReady
+from transfer_daemon.redact import redact_url
 from transfer_daemon.upstream.http import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def check_idle_connection(conn: psycopg.Connection) -> None:
         raise psycopg.OperationalError("connection closed by the server")
 
 
-#: session settings for store_query's statements (see query_session)
+#: session settings for store.queries' statements (see query_session)
 QUERY_SETTINGS = {"plan_cache_mode": "force_generic_plan", "jit": "off"}
 #: pooled connections whose session has QUERY_SETTINGS now
 _QUERY_SESSIONS: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
@@ -55,8 +56,8 @@ _QUERY_SESSIONS: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
 def query_session(conn: psycopg.Connection, on: bool) -> None:
     """Give `conn` QUERY_SETTINGS (on) or the server's defaults (off).
 
-    store_query's statements cost more to plan than to run, and each is built so that a plan made
-    once, without its values, is as good as one made per call (see store_query.build_sql); so they
+    store.queries' statements cost more to plan than to run, and each is built so that a plan made
+    once, without its values, is as good as one made per call (see store.queries.build_sql); so they
     are planned once per connection. They read a page of rows, which JIT compilation never pays for,
     yet a plan with a high cost estimate (a block range beyond the stored ones) would spend 40-130 ms
     compiling. Every other statement keeps the server's defaults. A connection switches only when its
@@ -92,7 +93,8 @@ class Resources:
                         self.database_url, min_size=self.config.database.pool_min,
                         max_size=self.config.database.pool_max, name=f"api-{os.getpid()}",
                         timeout=POOL_TIMEOUT_S, open=True,
-                        kwargs={"autocommit": True},
+                        # the API only reads: a GET never writes, and the server holds it to that
+                        kwargs={"autocommit": True, "options": "-c default_transaction_read_only=on"},
                         # after a Postgres restart every idle connection is dead: replace it before use
                         # instead of answering one 503 per connection once the server is back
                         check=check_idle_connection,
@@ -104,7 +106,7 @@ class Resources:
     @contextmanager
     def connection(self, *, for_queries: bool = False) -> Iterator[psycopg.Connection]:
         """A pooled connection; every way the store can be unavailable becomes StoreNotReady.
-        `for_queries`: it runs store_query's statements only (see query_session)."""
+        `for_queries`: it runs store.queries' statements only (see query_session)."""
         try:
             with self.pool().connection() as conn:
                 query_session(conn, for_queries)

@@ -14,6 +14,7 @@ pool, cache handle and upstream sources are opened there lazily, never inherited
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
@@ -23,12 +24,13 @@ from transfer_daemon.config import Config
 
 log = logging.getLogger(__name__)
 
+AppFactory = Callable[[Config, str], object]
+
 
 class PipelineLogger(Logger):
-    """gunicorn's messages go to our logging pipeline (multiprocessing-logging), not its own handlers."""
+    """gunicorn's messages go to our logging pipeline (the child's log pipe), not its own handlers."""
 
     def setup(self, cfg) -> None:
-        self.error_log.setLevel(logging.INFO)
         self.error_log.propagate = True
         self.access_log.propagate = False
 
@@ -39,7 +41,7 @@ def _child_exit(server, worker) -> None:
 
 class ApiServer(BaseApplication):
     def __init__(self, config: Config, database_url: str, options: dict | None = None,
-                 app_options: dict | None = None) -> None:
+                 app_factory: AppFactory | None = None) -> None:
         self.config = config
         self.database_url = database_url
         self.options = {
@@ -55,7 +57,7 @@ class ApiServer(BaseApplication):
             "accesslog": None,
             **(options or {}),
         }
-        self.app_options = app_options or {}
+        self.app_factory = app_factory
         super().__init__()
 
     def load_config(self) -> None:
@@ -63,19 +65,22 @@ class ApiServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
+        if self.app_factory is not None:
+            return self.app_factory(self.config, self.database_url)
         from transfer_daemon.api import create_app
 
-        return create_app(self.config, self.database_url, **self.app_options)
+        return create_app(self.config, self.database_url)
 
 
 def run_api(config: Config, database_url: str, *, options: dict | None = None,
-            app_options: dict | None = None) -> None:
-    """Serve the API until SIGTERM/SIGINT (gunicorn's graceful stop), then return."""
+            app_factory: AppFactory | None = None) -> None:
+    """Serve the API until SIGTERM/SIGINT (gunicorn's graceful stop), then return. `app_factory`
+    builds each worker's app in place of `create_app` (a benchmark adds its baseline route)."""
     metrics.init_multiprocess(config.daemon.data_dir)
     log.info("started api on %s:%d with %d workers x %d threads", config.api.host, config.api.port,
              config.api.workers, config.api.threads)
     try:
-        ApiServer(config, database_url, options, app_options).run()
+        ApiServer(config, database_url, options, app_factory).run()
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise

@@ -6,9 +6,8 @@ import time
 
 from flask import Blueprint, Response, render_template
 
-from transfer_daemon import cache, store
+from transfer_daemon import cache, report, store
 from transfer_daemon.api.resources import resources
-from transfer_daemon.api.state import _event_time, chain_report, read_children
 from transfer_daemon.errors import StoreNotReady
 from transfer_daemon.model import iso_utc
 
@@ -46,7 +45,7 @@ def _chart(conn, config, now: float) -> dict:
     series = {}
     for chain in config.chains:
         events = store.recent_events(conn, chain.id, limit=5000, statuses=["ingested"])
-        times = [t for t in (_event_time(e) for e in events) if t is not None and t >= now - 2 * WINDOW_S]
+        times = [e["occurred_at"] for e in events if e["occurred_at"] >= now - 2 * WINDOW_S]
         series[chain.name] = lag_series(times, now)
     lags = [lag for s in series.values() for _, lag in s if lag is not None]
     top = max(60.0, max(lags, default=60.0))
@@ -59,14 +58,14 @@ def _chart(conn, config, now: float) -> dict:
 def status() -> Response:
     res = resources()
     now = time.time()
-    children = read_children(res.config)
+    alive, children = report.read_children(res.config)
     hits, misses, ratio = cache.hit_ratio()
     context = {"now": iso_utc(int(now)), "hit_ratio": ratio, "hits": hits, "misses": misses,
                "children": children, "error": None, "reports": {}, "events": [], "chart": None}
     try:
         with res.connection() as conn:
-            context["reports"] = {c.name: chain_report(conn, res.config, c, children, now) for c in res.config.chains}
-            context["events"] = [dict(e, at=_event_time(e)) for e in store.recent_events(conn, None, limit=30)]
+            context["reports"] = {r["name"]: r for r in report.chain_reports(conn, res.config, now, (alive, children))}
+            context["events"] = report.recent_activity(conn)
             context["chart"] = _chart(conn, res.config, now)
     except StoreNotReady as exc:
         context["error"] = str(exc)

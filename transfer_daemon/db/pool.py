@@ -10,7 +10,7 @@ import logging
 
 import psycopg_pool
 
-from transfer_daemon.config import redact_url
+from transfer_daemon.redact import redact_url
 
 log = logging.getLogger(__name__)
 

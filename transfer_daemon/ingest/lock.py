@@ -13,7 +13,7 @@ import os
 
 import psycopg
 
-from transfer_daemon.config import redact_url
+from transfer_daemon.redact import redact_url
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from transfer_daemon import store
 from transfer_daemon.config import Config
 from transfer_daemon.errors import AlreadyRunning, UpstreamError
-from transfer_daemon.ingest import jobs, planning
+from transfer_daemon.ingest import backfill as backfill_job
+from transfer_daemon.ingest import context, planning, upkeep
+from transfer_daemon.ingest import sync as sync_job
 from transfer_daemon.ingest.lock import ChainLock
 from transfer_daemon.model import Cursor
 
@@ -34,9 +36,6 @@ log = logging.getLogger(__name__)
 def _not_an_expected_skip(record: logging.LogRecord) -> bool:
     # max_instances=1 is deliberate (a job never overlaps itself): its skips are not news
     return "maximum number of running instances reached" not in record.getMessage()
-
-
-logging.getLogger("apscheduler.scheduler").addFilter(_not_an_expected_skip)
 
 HOUR = 3600
 DAY = 86400
@@ -107,7 +106,7 @@ def _ingest_while_held(config: Config, chain_name: str, database_url: str, heart
     pool = open_pool(database_url, config.database.pool_min, max(2, config.database.pool_max),
                      f"worker[{chain.name}]")
     source = make_source(chain, limiter_dir=str(Path(config.daemon.data_dir) / "limiter"))
-    ctx = jobs.IngestContext(config=config, chain=chain, pool=pool, source=source, stopping=threading.Event())
+    ctx = context.IngestContext(config=config, chain=chain, pool=pool, source=source, stopping=threading.Event())
     runner = JobRunner(ctx, config)
     try:
         runner.start()
@@ -127,7 +126,7 @@ class JobRunner:
     """The scheduler and its jobs for one chain. Each job has max_instances=1 and coalesce, so
     no job overlaps itself and missed runs collapse into one."""
 
-    def __init__(self, ctx: jobs.IngestContext, config: Config) -> None:
+    def __init__(self, ctx: context.IngestContext, config: Config) -> None:
         self.ctx = ctx
         self.config = config
         self.running: dict[str, float] = {}  # job id -> monotonic start
@@ -140,34 +139,37 @@ class JobRunner:
     def start(self) -> None:
         chain = self.ctx.chain
         now = datetime.now().astimezone()
-        add = self.scheduler.add_job
-        add(self._tracked("sync", self._sync), "interval", seconds=chain.poll_interval_s, id="sync", next_run_time=now)
-        add(self._tracked("backfill", self._backfill), "interval", seconds=1, id="backfill",
-            next_run_time=now + timedelta(seconds=0.1))
-        add(self._tracked("warm", jobs.warm), "interval", seconds=HOUR, id="warm")
-        add(self._tracked("retention", jobs.retention), "interval", seconds=DAY, id="retention",
-            next_run_time=now + timedelta(seconds=5))
+        logging.getLogger("apscheduler.scheduler").addFilter(_not_an_expected_skip)
+
+        def add(job_id: str, body: Callable[[context.IngestContext], object], *trigger, **options) -> None:
+            self.scheduler.add_job(self._tracked(job_id, body), *trigger, id=job_id,
+                                   name=f"{job_id} chain={chain.name}", **options)
+
+        add("sync", self._sync, "interval", seconds=chain.poll_interval_s, next_run_time=now)
+        add("backfill", self._backfill, "interval", seconds=1, next_run_time=now + timedelta(seconds=0.1))
+        add("warm", upkeep.warm, "interval", seconds=HOUR)
+        add("retention", upkeep.retention, "interval", seconds=DAY, next_run_time=now + timedelta(seconds=5))
         # nightly, spread over the hour by chain so several chains don't verify at once
-        add(self._tracked("verify", jobs.verify), "cron", hour=3, minute=chain.id % 60, id="verify")
+        add("verify", upkeep.verify, "cron", hour=3, minute=chain.id % 60)
         self.scheduler.start()
 
-    def _sync(self, ctx: jobs.IngestContext) -> None:
-        jobs.sync(ctx)
+    def _sync(self, ctx: context.IngestContext) -> None:
+        sync_job.sync(ctx)
         if ctx.halted:
             for job_id in ("sync", "backfill", "verify"):
                 self.scheduler.pause_job(job_id)
 
-    def _backfill(self, ctx: jobs.IngestContext) -> None:
+    def _backfill(self, ctx: context.IngestContext) -> None:
         # bounded by the poll interval so a sync sharing the one executor thread is never starved
-        if jobs.backfill(ctx, budget_s=ctx.chain.poll_interval_s):
+        if backfill_job.backfill(ctx, budget_s=ctx.chain.poll_interval_s):
             self.scheduler.reschedule_job("backfill", trigger="interval", seconds=HOUR)
 
-    def _tracked(self, name: str, body: Callable[[jobs.IngestContext], object]) -> Callable[[], None]:
+    def _tracked(self, name: str, body: Callable[[context.IngestContext], object]) -> Callable[[], None]:
         def run() -> None:
             with self._lock:
                 self.running[name] = time.monotonic()
             try:
-                jobs.run_guarded(self.ctx, name, body)
+                context.run_guarded(self.ctx, name, body)
             except Exception:
                 log.exception("failed chain=%s job=%s", self.ctx.chain.name, name)
             finally:
@@ -224,13 +226,13 @@ def backfill_foreground(config: Config, chain_name: str, days: int | None,
     pool = open_pool(database_url, 1, 2, f"backfill[{chain.name}]")
     try:
         source = make_source(chain, limiter_dir=str(Path(config.daemon.data_dir) / "limiter"))
-        ctx = jobs.IngestContext(config=config, chain=chain, pool=pool, source=source)
+        ctx = context.IngestContext(config=config, chain=chain, pool=pool, source=source)
 
         def report(cursor: Cursor) -> None:
             if progress_callback is not None:
                 progress_callback(cursor, planning.backfill_share(cursor))
 
-        jobs.backfill(ctx, progress=report)
+        backfill_job.backfill(ctx, progress=report)
         if ctx.auth_failed:
             raise UpstreamError("invalid API key", chain=chain.name, retryable=False)
         with pool.connection() as conn:

@@ -22,8 +22,9 @@ from typing import Any, TypeVar
 import requests
 
 from transfer_daemon.backoff import Backoff
-from transfer_daemon.config import ChainConfig, redact_url
+from transfer_daemon.config import ChainConfig
 from transfer_daemon.errors import InvalidApiKey, RateLimited, UpstreamError
+from transfer_daemon.redact import redact_url
 from transfer_daemon.upstream.limiter import Limiter
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ from typing import Protocol
 import diskcache
 import redis
 
-from transfer_daemon.config import CacheConfig, redact_url
+from transfer_daemon.config import CacheConfig
+from transfer_daemon.redact import redact_url
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The supervisor's state file, `<data_dir>/supervisor-state.json`, for `status` and the API.
+"""The supervisor's published state, as every other process reads it: whether a supervisor is alive
+(its pidfile's lock, see `daemon.pidfile`), and its state file, `<data_dir>/supervisor-state.json`.
 
 Written atomically (temp file + rename) after every child transition, so readers in any
 process see either the old document or the new one. Shape (times are unix seconds):
@@ -14,16 +15,60 @@ passed through). A FATAL child is one the supervisor gave up on; it is retried e
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from transfer_daemon.config import Config
-from transfer_daemon.pidfile import running_pid
 
 STATE_FILENAME = "supervisor-state.json"
 VERSION = 1
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def is_locked(path: Path) -> bool:
+    """True while some live process holds the pidfile lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def running_pid(path: Path) -> int | None:
+    """The pid of the live supervisor that owns `path`, else None."""
+    pid = read_pid(path)
+    return pid if pid is not None and is_locked(path) else None
+
+
+def pid_alive(pid: int) -> bool:
+    """True for a live process; a zombie (exited, not yet reaped by its parent) counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def state_path(config: Config) -> Path:

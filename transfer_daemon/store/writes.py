@@ -1,5 +1,5 @@
-"""The store: batched writes with their cursor and event, reorg repair, cursors, events,
-freshness, retention. Keyset queries live in `store_query` and are re-exported here.
+"""The write path: a batch of transfers with its cursor and event in one transaction, reorg
+repair, events.
 
 Every function takes a psycopg Connection. Writers open and commit their own transaction, so
 they need a connection outside a transaction (the pools from `db.pool` are autocommit).
@@ -8,7 +8,6 @@ they need a connection outside a transaction (the pools from `db.pool` are autoc
 from __future__ import annotations
 
 import logging
-import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,18 +19,8 @@ from psycopg.types.string import BytesBinaryDumper
 
 from transfer_daemon.db import partitions
 from transfer_daemon.model import Cursor, IngestEvent, Quarantined, Transfer
-from transfer_daemon.store_cursor import CursorPosition, decode_cursor, encode_cursor
-from transfer_daemon.store_query import MAX_OFFSET, TransferPage, TransferQuery, query_items, query_transfers
 
 log = logging.getLogger(__name__)
-
-__all__ = [
-    "MAX_OFFSET", "ChainStats", "CursorPosition", "Freshness", "TransferPage", "TransferQuery",
-    "apply_retention", "chain_stats", "compact_closed_partitions", "data_version", "decode_cursor",
-    "encode_cursor", "freshness",
-    "get_cursor", "known_transfer_keys", "query_items", "query_transfers", "recent_events", "record_event",
-    "replace_from_block", "stored_block_hashes", "write_batch",
-]
 
 #: pg_advisory_xact_lock class serializing writers of one chain (second key: the chain id).
 WRITE_LOCK_CLASS = 0x74640003
@@ -48,22 +37,6 @@ _contract, _time_stamp, _block = attrgetter("contract_address"), attrgetter("tim
 # plan included, it reads the index.
 
 
-@dataclass(frozen=True, slots=True)
-class Freshness:
-    chain_id: int
-    last_ingested_at: float | None  # unix seconds of the last successful ingest commit
-    newest_transfer_at: int | None  # unix seconds of the newest stored transfer
-    lag_seconds: float | None  # now - last_ingested_at
-
-
-@dataclass(frozen=True, slots=True)
-class ChainStats:
-    chain_id: int
-    rows: int
-    oldest_block: int | None
-    newest_block: int | None
-    oldest_time: int | None
-    newest_time: int | None
 
 
 class _DatabaseCache:
@@ -87,7 +60,12 @@ def _cache(conn: psycopg.Connection) -> _DatabaseCache:
     return _caches[key]
 
 
-def _require_idle(conn: psycopg.Connection) -> None:
+def forget_partitions(conn: psycopg.Connection) -> None:
+    """The partitions this connection knows of changed (a month was dropped): ask again."""
+    _cache(conn).months.clear()
+
+
+def require_idle(conn: psycopg.Connection) -> None:
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise RuntimeError("store writers need a connection outside a transaction (autocommit or committed)")
 
@@ -347,7 +325,7 @@ def _write_once(conn: psycopg.Connection, chain_id: int, streams: dict[bytes, in
 
 def _write(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer], cursor: Cursor | None,
            event: IngestEvent | None, quarantined: Sequence[Quarantined], fork_block: int | None) -> tuple[int, int]:
-    _require_idle(conn)
+    require_idle(conn)
     streams = _stream_ids(conn, chain_id, set(map(_contract, transfers)))
     span = _Span.of(transfers) if transfers else None
     _ensure_partitions(conn, span)
@@ -368,7 +346,7 @@ def _write(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer
             # A partition this process created earlier was dropped by retention elsewhere.
             if attempt == 3:
                 raise
-            _cache(conn).months.clear()
+            forget_partitions(conn)
             _ensure_partitions(conn, span)
     raise AssertionError("unreachable")
 
@@ -393,42 +371,6 @@ def replace_from_block(conn: psycopg.Connection, chain_id: int, fork_block: int,
     return deleted, inserted
 
 
-def get_cursor(conn: psycopg.Connection, chain_id: int) -> Cursor:
-    row = conn.execute(
-        "SELECT synced_block, backfilled_block, backfill_target_block, backfill_done, synced_hash"
-        " FROM ingest_cursors WHERE chain_id = %s",
-        (chain_id,),
-    ).fetchone()
-    if row is None:
-        return Cursor(chain_id)
-    *head, synced_hash = row
-    return Cursor(chain_id, *head, synced_hash=None if synced_hash is None else bytes(synced_hash))
-
-
-def stored_block_hashes(conn: psycopg.Connection, chain_id: int, from_block: int, to_block: int) -> dict[int, bytes]:
-    rows = conn.execute(
-        "SELECT block_number, block_hash FROM blocks"
-        " WHERE chain_id = %s AND block_number BETWEEN %s AND %s AND block_hash IS NOT NULL",
-        (chain_id, from_block, to_block), prepare=False,
-    )
-    return {number: bytes(block_hash) for number, block_hash in rows}
-
-
-def known_transfer_keys(conn: psycopg.Connection, chain_id: int, from_block: int,
-                        to_block: int) -> set[tuple[bytes, int, bytes]]:
-    """(tx_hash, log_index, contract) of the chain's stored transfers in [from_block, to_block]."""
-    rows = conn.execute(
-        "SELECT t.tx_hash, t.log_index, s.contract FROM streams s JOIN transfers t ON t.stream_id = s.stream_id"
-        " WHERE s.chain_id = %(c)s AND t.block_number BETWEEN %(a)s AND %(b)s"
-        " AND t.time_stamp >= (SELECT time_stamp FROM blocks WHERE chain_id = %(c)s AND block_number >= %(a)s"
-        "  ORDER BY block_number LIMIT 1)"
-        " AND t.time_stamp <= (SELECT time_stamp FROM blocks WHERE chain_id = %(c)s AND block_number <= %(b)s"
-        "  ORDER BY block_number DESC LIMIT 1)",
-        {"c": chain_id, "a": from_block, "b": to_block}, prepare=False,
-    )
-    return {(bytes(tx), log_index, bytes(contract)) for tx, log_index, contract in rows}
-
-
 def record_event(conn: psycopg.Connection, event: IngestEvent) -> None:
     """Store one event; an `ingested`/`reorg` event also counts as a successful ingest.
 
@@ -438,112 +380,3 @@ def record_event(conn: psycopg.Connection, event: IngestEvent) -> None:
         _insert_events(conn, event, ())
         if event.status in SUCCESS_STATUSES:
             _update_chain_state(conn, event.chain_id, None, 0, False, True)
-
-
-def recent_events(conn: psycopg.Connection, chain_id: int | None = None, limit: int = 50,
-                  statuses: Sequence[str] | None = None) -> list[dict]:
-    """Newest first: {id, chain_id, status, message, rows, detail, occurred_at (unix seconds)}."""
-    rows = conn.execute(
-        "SELECT id, chain_id, status, message, rows, detail, extract(epoch FROM occurred_at)::float8"
-        " FROM ingest_events WHERE (%(chain)s::bigint IS NULL OR chain_id = %(chain)s)"
-        " AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s))"
-        " ORDER BY id DESC LIMIT %(limit)s",
-        {"chain": chain_id, "statuses": list(statuses) if statuses is not None else None, "limit": limit},
-    )
-    keys = ("id", "chain_id", "status", "message", "rows", "detail", "occurred_at")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
-
-
-def freshness(conn: psycopg.Connection, chain_ids: Iterable[int], now: float | None = None) -> dict[int, Freshness]:
-    """Per chain: the last successful ingest, the newest stored transfer, and the lag since."""
-    current = time.time() if now is None else now
-    rows = conn.execute(
-        "SELECT c.id, extract(epoch FROM k.last_ingested_at)::float8,"
-        " (SELECT b.time_stamp FROM blocks b WHERE b.chain_id = c.id ORDER BY b.block_number DESC LIMIT 1)"
-        " FROM unnest(%s::bigint[]) AS c(id) LEFT JOIN ingest_cursors k ON k.chain_id = c.id",
-        (list(chain_ids),), prepare=False,
-    )
-    return {
-        chain: Freshness(chain, last, newest, None if last is None else max(0.0, current - last))
-        for chain, last, newest in rows
-    }
-
-
-def chain_stats(conn: psycopg.Connection, chain_id: int) -> ChainStats:
-    row = conn.execute(
-        "SELECT (SELECT row_count FROM ingest_cursors WHERE chain_id = %(c)s),"
-        " o.block_number, n.block_number, o.time_stamp, n.time_stamp FROM"
-        " (SELECT 1) one"
-        " LEFT JOIN LATERAL (SELECT block_number, time_stamp FROM blocks WHERE chain_id = %(c)s"
-        "  ORDER BY block_number LIMIT 1) o ON true"
-        " LEFT JOIN LATERAL (SELECT block_number, time_stamp FROM blocks WHERE chain_id = %(c)s"
-        "  ORDER BY block_number DESC LIMIT 1) n ON true",
-        {"c": chain_id}, prepare=False,
-    ).fetchone()
-    assert row is not None
-    return ChainStats(chain_id, row[0] or 0, *row[1:])
-
-
-def data_version(conn: psycopg.Connection, chain_id: int) -> int:
-    """Bumps in the same transaction as every write that changes the chain's transfers."""
-    row = conn.execute("SELECT data_version FROM ingest_cursors WHERE chain_id = %s", (chain_id,)).fetchone()
-    return 0 if row is None else row[0]
-
-
-def _drop_partition(conn: psycopg.Connection, name: str, upper: int) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", partitions.PARTITION_LOCK)
-        counts = conn.execute(
-            f"SELECT s.chain_id, count(*) FROM {name} t JOIN streams s USING (stream_id) GROUP BY s.chain_id"
-        ).fetchall()
-        conn.execute(f"DROP TABLE {name}")
-        for chain_id, count in counts:
-            conn.execute(
-                "UPDATE ingest_cursors SET row_count = row_count - %s, data_version = data_version + 1,"
-                " updated_at = now() WHERE chain_id = %s",
-                (count, chain_id),
-            )
-        conn.execute("DELETE FROM blocks WHERE time_stamp < %s", (upper,))
-
-
-def apply_retention(conn: psycopg.Connection, retention_days: int, now: float) -> list[str]:
-    """Create the coming months' partitions, drop every month wholly older than the retention
-    window (with its blocks and events), and return the dropped partitions' names."""
-    _require_idle(conn)
-    partitions.ensure_months(conn, now, now + 2 * 31 * 86400)
-    cutoff = now - retention_days * 86400
-    dropped = []
-    for (year, month), name in sorted(partitions.existing(conn).items()):
-        upper = partitions.month_bounds(year, month)[1]
-        if upper <= cutoff:
-            _drop_partition(conn, name, upper)
-            dropped.append(name)
-            log.info("dropped partition %s (older than %d days)", name, retention_days)
-    with conn.transaction():
-        conn.execute("DELETE FROM ingest_events WHERE occurred_at < to_timestamp(%s)", (cutoff,))
-        conn.execute("DELETE FROM partition_maintenance WHERE name = ANY(%s)", (dropped,))
-    _cache(conn).months.clear()
-    compact_closed_partitions(conn, now)
-    return dropped
-
-
-def compact_closed_partitions(conn: psycopg.Connection, now: float, settle_seconds: int = 86400) -> list[str]:
-    """Rebuild, packed full, the indexes of each month that ended more than `settle_seconds` ago
-    and was not compacted yet (REINDEX CONCURRENTLY: reads and writes go on meanwhile).
-
-    Needs an autocommit connection (REINDEX CONCURRENTLY cannot run in a transaction); returns
-    the partitions compacted.
-    """
-    if not conn.autocommit:
-        log.warning("skipped partition compaction: needs an autocommit connection")
-        return []
-    done = {name for name, in conn.execute("SELECT name FROM partition_maintenance")}
-    compacted = []
-    for (year, month), name in sorted(partitions.existing(conn).items()):
-        if name in done or partitions.month_bounds(year, month)[1] > now - settle_seconds:
-            continue
-        conn.execute(f"REINDEX TABLE CONCURRENTLY {name}")
-        conn.execute("INSERT INTO partition_maintenance (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
-        compacted.append(name)
-        log.info("compacted partition %s", name)
-    return compacted

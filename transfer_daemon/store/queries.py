@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from transfer_daemon.model import Transfer, iso_utc
-from transfer_daemon.store_cursor import CursorPosition, decode_cursor, encode_cursor
+from transfer_daemon.store.cursor import CursorPosition, decode_cursor, encode_cursor
 
 #: deepest row reachable with page/pageSize; deeper pages must use the cursor.
 MAX_OFFSET = 10_000

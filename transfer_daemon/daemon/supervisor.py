@@ -22,14 +22,15 @@ from typing import Any, NoReturn
 
 import setproctitle
 
-from transfer_daemon.child import Child, ChildSpec, RestartPolicy, State
-from transfer_daemon.config import Config, ConfigError, dotenv_world_readable, load_config, redact_url
+from transfer_daemon.config import Config, ConfigError, dotenv_world_readable, load_config
+from transfer_daemon.daemon.child import Child, ChildSpec, RestartPolicy, State
+from transfer_daemon.daemon.heartbeat import Heartbeat
+from transfer_daemon.daemon.logs import LogPipeline
+from transfer_daemon.daemon.pidfile import PidFile
 from transfer_daemon.errors import TransferDaemonError
-from transfer_daemon.heartbeat import Heartbeat
-from transfer_daemon.logs import LogPipeline
 from transfer_daemon.metrics import init_multiprocess, mark_process_dead
-from transfer_daemon.pidfile import PidFile
-from transfer_daemon.state_file import VERSION, state_path, write_state
+from transfer_daemon.redact import redact_url
+from transfer_daemon.state import VERSION, state_path, write_state
 
 log = logging.getLogger(__name__)
 

@@ -13,50 +13,7 @@ import os
 from pathlib import Path
 
 from transfer_daemon.errors import AlreadyRunning
-
-
-def read_pid(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def is_locked(path: Path) -> bool:
-    """True while some live process holds the pidfile lock."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def running_pid(path: Path) -> int | None:
-    """The pid of the live supervisor that owns `path`, else None."""
-    pid = read_pid(path)
-    return pid if pid is not None and is_locked(path) else None
-
-
-def pid_alive(pid: int) -> bool:
-    """True for a live process; a zombie (exited, not yet reaped by its parent) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
+from transfer_daemon.state import read_pid
 
 
 class PidFile:

@@ -1,0 +1,36 @@
+"""The store: everything that reads or writes the transfer tables.
+
+- `writes`: a batch with its cursor and event in one transaction, reorg repair, events;
+- `reads`: cursors, stored hashes and keys, recent events, freshness, chain statistics;
+- `queries`: keyset page queries for every filter and order of the HTTP API;
+- `cursor`: opaque page cursors;
+- `retention`: partitions made ahead, old months dropped, closed months compacted.
+
+Callers use the names re-exported here; the store knows nothing of HTTP or of the upstreams.
+"""
+
+from transfer_daemon.store.cursor import CursorPosition, decode_cursor, encode_cursor
+from transfer_daemon.store.queries import MAX_OFFSET, TransferPage, TransferQuery, query_items, query_transfers
+from transfer_daemon.store.reads import (
+    ChainStats,
+    Freshness,
+    chain_stats,
+    count_recent_events,
+    data_version,
+    freshness,
+    get_cursor,
+    known_transfer_keys,
+    last_event,
+    recent_events,
+    stored_block_hashes,
+)
+from transfer_daemon.store.retention import apply_retention, compact_closed_partitions
+from transfer_daemon.store.writes import record_event, replace_from_block, write_batch
+
+__all__ = [
+    "MAX_OFFSET", "ChainStats", "CursorPosition", "Freshness", "TransferPage", "TransferQuery",
+    "apply_retention", "chain_stats", "count_recent_events", "compact_closed_partitions", "data_version",
+    "decode_cursor", "encode_cursor", "freshness", "get_cursor", "known_transfer_keys", "last_event",
+    "query_items", "query_transfers", "recent_events", "record_event", "replace_from_block", "stored_block_hashes",
+    "write_batch",
+]
