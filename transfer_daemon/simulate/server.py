@@ -183,14 +183,16 @@ class Simulator:
         args = self._range_args(request)
         if isinstance(args, Response):
             return args
-        return _json_list(transfer.to_api() for transfer in args[0].truth(*args[1:]))
+        chain, first, last, head = args
+        return _json_list(transfer.to_api() for transfer in chain.truth(first, last, head))
 
     def _poisoned(self, request: Request) -> Response:
         """Per poisoned block: the row a client must quarantine and the valid NUL-named row (quirks.py)."""
         args = self._range_args(request)
         if isinstance(args, Response):
             return args
-        return _json_list(quirks.poisoned_rows(*args))
+        chain, first, last, head = args
+        return _json_list(quirks.poisoned_rows(chain, first, last, head))
 
     def chain_listing(self) -> dict:
         return {"chains": [
