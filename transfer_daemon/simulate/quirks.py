@@ -17,24 +17,34 @@ never does this.
 
 `poison_every = N` (`--poison-every N`). The k-th poisoned block is block `poison_phase + k * N`
 (`poison_phase` drawn from the seed, from the chain's first block on). Each one holds, besides its
-normal content, one more transaction with one ERC-20 `Transfer` — the block's last log — that every
-row route serves with an out-of-range `logIndex`, by k % 2:
+normal content, one more transaction (listed by eth_getBlockByNumber like any other) with one ERC-20
+`Transfer` — the block's last log — that every row route serves with an out-of-range `logIndex`,
+by k % 2:
 
     route                              k even           k odd
-    account/tokentx (extra field)      "4294967296"     "-1"
+    account/tokentx (a last field      "4294967296"     "-1"
+      `logIndex`, which the other
+      rows of the etherscan kinds lack)
     logs/getLogs, eth_getLogs          "0x100000000"    "0xffffffffffffffff"  (-1 as uint64)
 
 On tokentx, the poisoned row of an odd k also has a `tokenName` padded with NUL characters to 32
 (as a bytes32 name decodes). The poisoned row is never in `/_sim/transfers`; its block's other rows
 all are, keyed as without poison (it is the block's last log, so tokentx ordinals do not move).
 
-Separately, and VALID: in every poisoned block the first ERC-20 transfer (lowest log index) is
-served by tokentx with its `tokenName` NUL-padded to 32 characters; that row is otherwise normal
-and is in the truth. A client must store it, and must also be able to keep a raw row holding NUL
-(Postgres `jsonb` refuses `\\u0000`) when it quarantines. `GET /_sim/poisoned?chainId=N` lists, per
-poisoned block, the poisoned row and the valid NUL row's truth item.
+Separately, and VALID: in every poisoned block the first ERC-20 transfer (lowest log index; none
+when the block holds no transfer) is served by tokentx with its `tokenName` NUL-padded to 32
+characters; that row is otherwise normal and is in the truth. A client must store it, and must also
+be able to keep a raw row holding NUL (Postgres `jsonb` refuses `\\u0000`) when it quarantines.
+`GET /_sim/poisoned?chainId=N` lists, per poisoned block, the poisoned row and the valid NUL row's
+truth item.
 
-`daily_cap = N` (`--daily-cap N`): see `faults.DailyCap` and `explorer.daily_limited`.
+`daily_cap = N` (`--daily-cap N`). Per key (`apikey`, else the client address) and UTC day of the
+simulator's clock, the first N explorer calls (any module) that reach the explorer are answered; every
+later one gets HTTP 200 `{"status": "0", "message": "NOTOK", "result": "Max daily rate limit reached.
+C (100%) of N day/limit"}`, C counting the calls of the day including this one. Calls refused by the
+per-second limit or by an injected fault that never reaches the explorer do not count. JSON-RPC has no
+cap. `POST /_sim/control` takes `{"daily_cap": N}` and `{"reset_daily_calls": true}`; `advance_blocks`
+moves the clock, so also the day (`faults.DailyCap`, `explorer.daily_limited`).
 """
 
 from __future__ import annotations
