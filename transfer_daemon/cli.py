@@ -154,6 +154,14 @@ def backfill(config_path: str | None, chain: str, days: int | None) -> None:
 @click.option("--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
 @click.option("--reorg-every", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--reorg-depth", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--index-lag", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Explorer tokentx/getLogs leave out the newest N blocks that module=proxy already reports.")
+@click.option("--null-headers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="JSON-RPC eth_getBlockByNumber answers null for the newest N blocks.")
+@click.option("--poison-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Every N-th block also serves one row with an out-of-range logIndex (0 = never).")
+@click.option("--daily-cap", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Explorer calls per key per UTC day before Etherscan's daily-limit answer (0 = none).")
 @_reports_errors
 def simulate(**options) -> None:
     """Serve deterministic synthetic chains behind explorer and JSON-RPC APIs on loopback."""

@@ -27,7 +27,10 @@ METHODS = (
     ("0x38ed1739", "swapExactTokensForTokens(uint256 amountIn, uint256 amountOutMin, address[] path, "
                    "address to, uint256 deadline)"),
 )
-ERC20, ERC721, OTHER = 0, 1, 2
+#: Log kinds. POISON is an ERC-20-shaped Transfer that the upstream serves with an out-of-range
+#: `logIndex` (see simulate/quirks.py): served on every row route, never in the truth.
+ERC20, ERC721, OTHER, POISON = 0, 1, 2, 3
+TRANSFER_ROWS = frozenset((ERC20, POISON))  # what account/tokentx serves
 _HOLDERS = 100
 _TX_SIZES = (1, 1, 1, 1, 2, 2, 3)  # transfers per transaction
 
@@ -54,7 +57,7 @@ class Tx(NamedTuple):
 class Log(NamedTuple):
     log_index: int
     tx: int  # position in Block.txs
-    kind: int  # ERC20 | ERC721 | OTHER
+    kind: int  # ERC20 | ERC721 | OTHER | POISON
     address: str
     from_: str  # topic1
     to: str  # topic2
@@ -88,6 +91,8 @@ class SimChain:
         self.first_block = max(1, self.start_head - history_blocks)
         self.reorg_every = config.reorg_every
         self.reorg_depth = config.reorg_depth
+        self.poison_every = config.poison_every
+        self.poison_phase = int.from_bytes(_digest(self.seed, self.id, "poison")[:4]) % max(1, config.poison_every)
         self.tokens = self._make_tokens()
         self.token_by_address = {token.address: token for token in self.tokens}
         self.holders = tuple("0x" + _digest(self.seed, self.id, "holder", i)[:20].hex() for i in range(_HOLDERS))
@@ -127,6 +132,13 @@ class SimChain:
             return 0
         return (head - self.start_head) // self.reorg_every
 
+    def poison_ordinal(self, number: int) -> int | None:
+        """k when `number` is the k-th poisoned block (blocks poison_phase + k * poison_every), else None."""
+        if self.poison_every <= 0 or number < self.first_block:
+            return None
+        ordinal, rest = divmod(number - self.poison_phase, self.poison_every)
+        return ordinal if rest == 0 else None
+
     def block_hash(self, number: int, generation: int) -> str:
         return "0x" + _digest(self.seed, self.id, number, generation).hex()
 
@@ -163,6 +175,9 @@ class SimChain:
             tx_index += 1 + rng.below(3)
         if rng.random() < 0.08:
             self._add_lookalike_tx(rng, txs, logs, tx_index, cumulative)
+        if self.poison_ordinal(number) is not None:
+            # A PRNG of its own, so switching poison on changes nothing else in the block.
+            self._add_poison_tx(_Rng(int(block_hash[34:], 16)), txs, logs)
         return Block(number, block_hash, parent_hash, self.timestamp(number), tuple(txs), tuple(logs))
 
     def _transfer_count(self, rng: _Rng) -> int:
@@ -213,22 +228,36 @@ class SimChain:
         receiver = self.holders[rng.below(_HOLDERS)]
         logs.append(Log(len(logs), len(txs) - 1, ERC721, address, tx.sender, receiver, rng.below(10_000)))
 
+    def _add_poison_tx(self, rng: _Rng, txs: list[Tx], logs: list[Log]) -> None:
+        """One more transfer transaction, after everything else in the block: its log is the last one, so
+        clients that key tokentx rows by their ordinal within (block, contract) see no sibling shifted."""
+        index = txs[-1].index + 1 + rng.below(3) if txs else rng.below(4)
+        cumulative = txs[-1].cumulative_gas_used if txs else 21_000 + rng.below(379_000)
+        tx = self._new_tx(rng, index, cumulative, rng.below(2))
+        txs.append(tx)
+        address = self.tokens[rng.below(len(self.tokens))].address
+        logs.append(Log(len(logs), len(txs) - 1, POISON, address, tx.sender, self.holders[rng.below(_HOLDERS)],
+                        _value(rng)))
+
     # --- transfers -----------------------------------------------------------------------------
 
     def token_transfers(self, first: int, last: int, head: int, *, contract: str | None = None,
                         address: str | None = None, descending: bool = False) -> Iterator[tuple[Block, Log]]:
-        """ERC-20 transfer logs in [first, last] (tokentx rows), optionally one token and/or one party."""
+        """ERC-20 transfer logs in [first, last] (tokentx rows, poisoned ones included), optionally one token
+        and/or one party."""
         if (contract is not None and contract not in self.token_by_address) or (
                 address is not None and address not in self.holder_set):
             return
         for block in self.blocks(first, last, head, descending):
             for log in reversed(block.logs) if descending else block.logs:
-                if log.kind == ERC20 and (contract is None or log.address == contract) and (
+                if log.kind in TRANSFER_ROWS and (contract is None or log.address == contract) and (
                         address is None or address == log.from_ or address == log.to):
                     yield block, log
 
     def truth(self, first: int, last: int, head: int) -> Iterator[Transfer]:
-        """The canonical transfers, keyed the way the product keys this chain's kind (see model.Transfer)."""
+        """The canonical transfers, keyed the way the product keys this chain's kind (see model.Transfer).
+
+        Poisoned rows are not transfers a correct client stores, so they are never here."""
         by_ordinal = self.spec.kind == "etherscan"
         for block in self.blocks(first, last, head):
             seen: dict[str, int] = {}

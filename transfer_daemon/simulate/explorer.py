@@ -1,7 +1,8 @@
 """Etherscan-compatible explorer answers (`/api`, `/v2/api`): tokentx, logs/getLogs and module=proxy.
 
-Pure: (chain, head, query parameters) -> the JSON body Etherscan would send, always with HTTP 200.
-Shapes follow the real answers collected in the shared upstream samples.
+Pure: (chain, head, query parameters) -> the JSON body Etherscan would send, always with HTTP 200;
+what the quirks left out or served is added to a `quirks.Served`. Shapes follow the real answers
+collected in the shared upstream samples.
 """
 
 from __future__ import annotations
@@ -10,7 +11,19 @@ from collections.abc import Iterator, Mapping
 from itertools import islice
 
 from transfer_daemon.model import TRANSFER_TOPIC
-from transfer_daemon.simulate.chain import APPROVAL_TOPIC, ERC20, ERC721, METHODS, OTHER, Block, Log, SimChain
+from transfer_daemon.simulate import quirks
+from transfer_daemon.simulate.chain import (
+    APPROVAL_TOPIC,
+    ERC20,
+    ERC721,
+    METHODS,
+    OTHER,
+    POISON,
+    Block,
+    Log,
+    SimChain,
+)
+from transfer_daemon.simulate.quirks import Served
 from transfer_daemon.simulate.rpc import block_json
 
 RESULT_WINDOW = 10_000
@@ -42,14 +55,22 @@ def rate_limited(rate: float) -> dict:
     return notok(f"Max calls per sec rate limit reached ({rate:g}/sec)" if rate > 0 else "Max rate limit reached")
 
 
-def answer(chain: SimChain, head: int, query: Mapping[str, str]) -> dict:
-    """The body for one explorer call (module/action dispatch)."""
+def daily_limited(calls: int, cap: int) -> dict:
+    """Etherscan's answer once a key has used its calls for the day (later calls are still counted)."""
+    return notok(f"Max daily rate limit reached. {calls} (100%) of {cap} day/limit")
+
+
+def answer(chain: SimChain, head: int, query: Mapping[str, str], *, index_lag: int = 0,
+           served: Served | None = None) -> dict:
+    """The body for one explorer call (module/action dispatch); account and logs rows stop `index_lag`
+    blocks short of `head` (see quirks)."""
     module, action = query.get("module", ""), query.get("action", "")
+    served = Served() if served is None else served
     try:
         if module == "account" and action == "tokentx":
-            return tokentx(chain, head, query)
+            return tokentx(chain, head, query, index_lag, served)
         if module == "logs" and action == "getLogs":
-            return get_logs(chain, head, query)
+            return get_logs(chain, head, query, index_lag, served)
         if module == "proxy" and action in ("eth_blockNumber", "eth_getBlockByNumber"):
             return proxy(chain, head, action, query)
     except BadParameter as exc:
@@ -97,7 +118,7 @@ def _address_param(query: Mapping[str, str], name: str) -> str | None:
 # --- account/tokentx ----------------------------------------------------------------------------
 
 
-def tokentx(chain: SimChain, head: int, query: Mapping[str, str]) -> dict:
+def tokentx(chain: SimChain, head: int, query: Mapping[str, str], index_lag: int, served: Served) -> dict:
     contract = _address_param(query, "contractaddress")
     address = _address_param(query, "address")
     if contract is None and address is None:
@@ -110,9 +131,15 @@ def tokentx(chain: SimChain, head: int, query: Mapping[str, str]) -> dict:
     page, offset = _paging(query, RESULT_WINDOW)
     if page * offset > RESULT_WINDOW:
         return dict(WINDOW_TOO_LARGE)
-    matches = chain.token_transfers(first, last, head, contract=contract, address=address,
+    indexed = head - index_lag
+    matches = chain.token_transfers(first, min(last, indexed), head, contract=contract, address=address,
                                     descending=sort == "desc")
-    rows = [tokentx_row(chain, head, block, log) for block, log in islice(matches, (page - 1) * offset, page * offset)]
+    picked = list(islice(matches, (page - 1) * offset, page * offset))
+    quirks.tally(chain, picked, served, names=True)
+    if index_lag > 0:
+        served.withheld += sum(1 for _ in chain.token_transfers(max(first, indexed + 1), last, head,
+                                                                contract=contract, address=address))
+    rows = [tokentx_row(chain, head, block, log) for block, log in picked]
     return {"status": "1", "message": "OK", "result": rows} if rows else dict(NO_TRANSACTIONS)
 
 
@@ -120,7 +147,7 @@ def tokentx_row(chain: SimChain, head: int, block: Block, log: Log) -> dict:
     tx = block.txs[log.tx]
     token = chain.token_by_address[log.address]
     method_id, function_name = METHODS[tx.method]
-    return {
+    row = {
         "blockNumber": str(block.number),
         "timeStamp": str(block.timestamp),
         "hash": tx.hash,
@@ -130,7 +157,7 @@ def tokentx_row(chain: SimChain, head: int, block: Block, log: Log) -> dict:
         "contractAddress": log.address,
         "to": log.to,
         "value": str(log.value),
-        "tokenName": token.name,
+        "tokenName": quirks.nul_padded(token.name) if quirks.has_nul_name(chain, block, log) else token.name,
         "tokenSymbol": token.symbol,
         "tokenDecimal": str(token.decimals),
         "transactionIndex": str(tx.index),
@@ -143,12 +170,15 @@ def tokentx_row(chain: SimChain, head: int, block: Block, log: Log) -> dict:
         "functionName": function_name,
         "confirmations": str(head - block.number + 1),
     }
+    if log.kind == POISON:
+        row["logIndex"] = quirks.POISON_LOG_INDEX_DEC[quirks.poison_variant(chain, block.number)]
+    return row
 
 
 # --- logs/getLogs -------------------------------------------------------------------------------
 
 
-def get_logs(chain: SimChain, head: int, query: Mapping[str, str]) -> dict:
+def get_logs(chain: SimChain, head: int, query: Mapping[str, str], index_lag: int, served: Served) -> dict:
     address = _address_param(query, "address")
     topics = [query.get(f"topic{i}", "").strip().lower() or None for i in range(4)]
     if address is None and not any(topics):
@@ -159,8 +189,13 @@ def get_logs(chain: SimChain, head: int, query: Mapping[str, str]) -> dict:
     if page * offset > RESULT_WINDOW:
         return dict(WINDOW_TOO_LARGE)
     offset = min(offset, LOGS_MAX_RECORDS)
-    matches = _matching_logs(chain, first, last, head, address, topics)
-    rows = [log_row(chain, block, log) for block, log in islice(matches, (page - 1) * offset, page * offset)]
+    indexed = head - index_lag
+    matches = _matching_logs(chain, first, min(last, indexed), head, address, topics)
+    picked = list(islice(matches, (page - 1) * offset, page * offset))
+    quirks.tally(chain, picked, served, names=False)
+    if index_lag > 0:
+        served.withheld += sum(1 for _ in _matching_logs(chain, max(first, indexed + 1), last, head, address, topics))
+    rows = [log_row(chain, block, log) for block, log in picked]
     return {"status": "1", "message": "OK", "result": rows} if rows else dict(NO_RECORDS)
 
 
@@ -176,10 +211,13 @@ def _matching_logs(chain: SimChain, first: int, last: int, head: int, address: s
                 yield block, log
 
 
+_KINDS_BY_TOPIC0 = {TRANSFER_TOPIC: frozenset((ERC20, ERC721, POISON)), APPROVAL_TOPIC: frozenset((OTHER,))}
+
+
 def _kinds_for_topic0(topic0: str | None) -> frozenset[int]:
     if topic0 is None:
-        return frozenset((ERC20, ERC721, OTHER))
-    return {TRANSFER_TOPIC: frozenset((ERC20, ERC721)), APPROVAL_TOPIC: frozenset((OTHER,))}.get(topic0, frozenset())
+        return frozenset((ERC20, ERC721, OTHER, POISON))
+    return _KINDS_BY_TOPIC0.get(topic0, frozenset())
 
 
 def _topics_match(actual: list[str], wanted: list[str | None]) -> bool:
@@ -202,7 +240,7 @@ def log_row(chain: SimChain, block: Block, log: Log) -> dict:
         "timeStamp": hex(block.timestamp),
         "gasPrice": _quirk_hex(tx.gas_price),
         "gasUsed": _quirk_hex(tx.gas_used),
-        "logIndex": _quirk_hex(log.log_index),
+        "logIndex": quirks.log_index_hex(chain, block, log) if log.kind == POISON else _quirk_hex(log.log_index),
         "transactionHash": tx.hash,
         "transactionIndex": _quirk_hex(tx.index),
     }

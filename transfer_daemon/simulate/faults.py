@@ -1,7 +1,8 @@
 """Enforced rate limits and injected faults, switchable at run time.
 
 The per-second limiter is a strict sliding one-second window (what "Max calls per sec" means); refused
-calls do not count against the window, so a client that backs off recovers.
+calls do not count against the window, so a client that backs off recovers. The daily cap counts
+per UTC day of the simulator's clock, and does count refused calls, as Etherscan's answer shows.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import json
 import random
 import threading
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from transfer_daemon.simulate.settings import FAULT_TYPES, SimConfig
 
@@ -60,6 +62,43 @@ class SlidingWindowLimiter:
                 return False
             window.append(now)
             return True
+
+
+class DailyCap:
+    """At most `limit` answered calls per key per UTC day; `limit <= 0` disables it (and counts nothing).
+
+    A call over the cap still counts: Etherscan reports it ("110000 (100%) of 100000 day/limit").
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._day: int | None = None
+        self._calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def charge(self, key: str, now: float) -> int | None:
+        """Count one call by `key` at `now` (unix seconds); the day's count if it is over the cap, else None."""
+        if self.limit <= 0:
+            return None
+        with self._lock:
+            day = int(now // 86_400)
+            if day != self._day:
+                self._day, self._calls = day, Counter()
+            self._calls[key] += 1
+            calls = self._calls[key]
+        return calls if calls > self.limit else None
+
+    def set(self, *, limit: int | None = None, reset: bool = False) -> None:
+        with self._lock:
+            if limit is not None:
+                self.limit = limit
+            if reset:
+                self._calls.clear()
+
+    def state(self) -> dict:
+        with self._lock:
+            day = None if self._day is None else datetime.fromtimestamp(self._day * 86_400, UTC).date().isoformat()
+            return {"limit": self.limit, "day": day, "calls": dict(self._calls)}
 
 
 class FaultInjector:

@@ -1,14 +1,18 @@
 """JSON-RPC answers (`POST /rpc/<chainId>`): single calls and batches, geth/Ethermint shapes.
 
 Pure: (chain, head, decoded request) -> the JSON body. eth_getLogs refuses wide ranges with the exact
-Cronos (Ethermint) error; logs carry `blockTimestamp` only when the chain's spec says so.
+Cronos (Ethermint) error; logs carry `blockTimestamp` only when the chain's spec says so; block
+headers near the head may be null (see quirks).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from transfer_daemon.simulate.chain import METHODS, Block, SimChain
+from transfer_daemon.simulate import quirks
+from transfer_daemon.simulate.chain import METHODS, Block, Log, SimChain
+from transfer_daemon.simulate.quirks import Served
 
 _EMPTY_UNCLES = "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347"
 _ZERO_BLOOM = "0x" + "00" * 256
@@ -23,20 +27,33 @@ class RpcError(Exception):
             self.error["data"] = data
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """What every request of one HTTP call is answered against."""
+
+    head: int
+    range_cap: int
+    header_head: int  # the newest block whose header the node has
+    served: Served
+
+
 def error_body(request_id: object, code: int, message: str) -> dict:
     return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
 
 
-def answer(chain: SimChain, head: int, payload: object, range_cap: int) -> dict | list:
-    """A decoded request body (object or batch) -> the response body."""
+def answer(chain: SimChain, head: int, payload: object, range_cap: int, *, null_headers: int = 0,
+           served: Served | None = None) -> dict | list:
+    """A decoded request body (object or batch) -> the response body. eth_getBlockByNumber answers
+    null for the newest `null_headers` blocks (see quirks)."""
+    call = _Call(head, range_cap, head - null_headers, Served() if served is None else served)
     if isinstance(payload, list):
         if not payload:
             return error_body(None, -32600, "empty batch")
-        return [_one(chain, head, item, range_cap) for item in payload]
-    return _one(chain, head, payload, range_cap)
+        return [_one(chain, call, item) for item in payload]
+    return _one(chain, call, payload)
 
 
-def _one(chain: SimChain, head: int, request: object, range_cap: int) -> dict:
+def _one(chain: SimChain, call: _Call, request: object) -> dict:
     if not isinstance(request, dict) or not isinstance(request.get("method"), str):
         return error_body(None, -32600, "invalid request")
     request_id = request.get("id")
@@ -48,7 +65,7 @@ def _one(chain: SimChain, head: int, request: object, range_cap: int) -> dict:
     if not isinstance(params, list):
         return error_body(request_id, -32602, "invalid params")
     try:
-        result = handler(chain, head, params, range_cap)
+        result = handler(chain, call, params)
     except RpcError as exc:
         return {"jsonrpc": "2.0", "id": request_id, "error": exc.error}
     return {"jsonrpc": "2.0", "id": request_id, "result": result}
@@ -67,49 +84,56 @@ def _block_number(tag: object, head: int, position: int) -> int:
     raise RpcError(-32602, f"invalid argument {position}: hex string without 0x prefix")
 
 
-def _chain_id(chain: SimChain, head: int, params: list, range_cap: int) -> str:
+def _chain_id(chain: SimChain, call: _Call, params: list) -> str:
     return hex(chain.id)
 
 
-def _net_version(chain: SimChain, head: int, params: list, range_cap: int) -> str:
+def _net_version(chain: SimChain, call: _Call, params: list) -> str:
     return str(chain.id)
 
 
-def _head(chain: SimChain, head: int, params: list, range_cap: int) -> str:
-    return hex(head)
+def _head(chain: SimChain, call: _Call, params: list) -> str:
+    return hex(call.head)
 
 
-def _client_version(chain: SimChain, head: int, params: list, range_cap: int) -> str:
+def _client_version(chain: SimChain, call: _Call, params: list) -> str:
     return "transfer-daemon-simulator/1.0"
 
 
-def _get_block(chain: SimChain, head: int, params: list, range_cap: int) -> dict | None:
+def _get_block(chain: SimChain, call: _Call, params: list) -> dict | None:
     if not params:
         raise RpcError(-32602, "missing value for required argument 0")
-    block = chain.block(_block_number(params[0], head, 0), head)
+    number = _block_number(params[0], call.header_head, 0)
+    if number > call.header_head:
+        if number <= call.head:
+            call.served.null_headers += 1
+        return None
+    block = chain.block(number, call.head)
     return None if block is None else block_json(chain, block, bool(params[1]) if len(params) > 1 else False)
 
 
-def _get_logs(chain: SimChain, head: int, params: list, range_cap: int) -> list[dict]:
+def _get_logs(chain: SimChain, call: _Call, params: list) -> list[dict]:
     if not params or not isinstance(params[0], dict):
         raise RpcError(-32602, "missing value for required argument 0")
     query = params[0]
     if query.get("blockHash") is not None:
         raise RpcError(-32602, "invalid argument 0: blockHash filters are not served by the simulator")
-    first = _block_number(query.get("fromBlock"), head, 0)
-    last = _block_number(query.get("toBlock"), head, 0)
-    if last - first > range_cap:
-        raise RpcError(-32000, f"maximum [from, to] blocks distance: {range_cap}", None, with_data=True)
+    first = _block_number(query.get("fromBlock"), call.head, 0)
+    last = _block_number(query.get("toBlock"), call.head, 0)
+    if last - first > call.range_cap:
+        raise RpcError(-32000, f"maximum [from, to] blocks distance: {call.range_cap}", None, with_data=True)
     if first > last:
         raise RpcError(-32000, "invalid block range params")
     addresses = _address_filter(query.get("address"))
     topics = _topic_filter(query.get("topics"))
-    return [
-        log_json(chain, block, index)
-        for block in chain.blocks(first, last, head)
-        for index, log in enumerate(block.logs)
+    picked = [
+        (block, log)
+        for block in chain.blocks(first, last, call.head)
+        for log in block.logs
         if (addresses is None or log.address in addresses) and _topics_match(chain.topics(log), topics)
     ]
+    quirks.tally(chain, picked, call.served, names=False)
+    return [log_json(chain, block, log) for block, log in picked]
 
 
 def _address_filter(raw: object) -> frozenset[str] | None:
@@ -145,7 +169,7 @@ def _topics_match(actual: list[str], wanted: list[frozenset[str] | None]) -> boo
     return all(want is None or actual[i] in want for i, want in enumerate(wanted))
 
 
-_METHODS: dict[str, Callable[[SimChain, int, list, int], object]] = {
+_METHODS: dict[str, Callable[[SimChain, _Call, list], object]] = {
     "eth_chainId": _chain_id,
     "net_version": _net_version,
     "web3_clientVersion": _client_version,
@@ -158,8 +182,7 @@ _METHODS: dict[str, Callable[[SimChain, int, list, int], object]] = {
 # --- shapes -------------------------------------------------------------------------------------
 
 
-def log_json(chain: SimChain, block: Block, position: int) -> dict:
-    log = block.logs[position]
+def log_json(chain: SimChain, block: Block, log: Log) -> dict:
     tx = block.txs[log.tx]
     row = {
         "address": log.address,
@@ -169,7 +192,7 @@ def log_json(chain: SimChain, block: Block, position: int) -> dict:
         "transactionHash": tx.hash,
         "transactionIndex": hex(tx.index),
         "blockHash": block.hash,
-        "logIndex": hex(log.log_index),
+        "logIndex": quirks.log_index_hex(chain, block, log),
         "removed": False,
     }
     if chain.spec.log_block_timestamp:

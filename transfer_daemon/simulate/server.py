@@ -1,7 +1,8 @@
 """The simulator's WSGI app and its threaded server.
 
 Upstream routes (`/api`, `/v2/api`, `/rpc/<id>`) go through outage -> injected fault -> rate limit ->
-the real answer; `/_sim/*` routes (truth, chains, stats, control) are never faulted or limited.
+the real answer (for the explorer, the daily cap first); `/_sim/*` routes (truth, poisoned rows,
+chains, stats, control) are never faulted or limited.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from collections.abc import Callable, Iterator
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from transfer_daemon.simulate import explorer, rpc
+from transfer_daemon.simulate import explorer, quirks, rpc
 from transfer_daemon.simulate.chain import SimChain
 from transfer_daemon.simulate.faults import (
+    DailyCap,
     FaultInjector,
     Reply,
     SlidingWindowLimiter,
@@ -25,11 +27,14 @@ from transfer_daemon.simulate.faults import (
     json_bytes,
     outage_reply,
 )
+from transfer_daemon.simulate.quirks import Served
 from transfer_daemon.simulate.settings import SimConfig
 from transfer_daemon.simulate.stats import SimStats, redact_key
 
 logger = logging.getLogger(__name__)
 _RPC_RATE_LIMITED = {"jsonrpc": "2.0", "id": None, "error": {"code": -32005, "message": "rate limit exceeded"}}
+_CONTROL_KEYS = frozenset({"outage", "fault_rate", "fault_types", "rate_limit", "advance_blocks", "daily_cap",
+                           "reset_daily_calls"})
 
 
 class Simulator:
@@ -47,6 +52,7 @@ class Simulator:
         self.faults = FaultInjector(config)
         self.explorer_limiter = SlidingWindowLimiter(config.rate_limit)
         self.rpc_limiter = SlidingWindowLimiter(config.rate_limit)
+        self.daily_cap = DailyCap(config.daily_cap)
 
     def now(self) -> float:
         """Simulated wall clock: the configured start plus real elapsed time plus control advances."""
@@ -54,6 +60,14 @@ class Simulator:
 
     def head(self, chain: SimChain) -> int:
         return chain.head_at(self.now())
+
+    def index_lag(self, chain: SimChain) -> int:
+        """How far the explorer's account/logs index trails the head: explorer kinds only."""
+        return 0 if chain.spec.kind == "rpc_logs" else self.config.index_lag_blocks
+
+    def null_headers(self, chain: SimChain) -> int:
+        """How many of the newest headers the JSON-RPC node lacks: rpc_logs chains only."""
+        return self.config.null_headers_blocks if chain.spec.kind == "rpc_logs" else 0
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterator[bytes]:
         return self.dispatch(Request(environ))(environ, start_response)
@@ -64,8 +78,8 @@ class Simulator:
             return self._explorer(request, path == "/v2/api")
         if path.startswith("/rpc/"):
             return self._rpc(request, path[len("/rpc/"):])
-        route = {"/_sim/transfers": self._truth, "/_sim/chains": self._chains, "/_sim/stats": self._stats,
-                 "/_sim/control": self._control}.get(path)
+        route = {"/_sim/transfers": self._truth, "/_sim/poisoned": self._poisoned, "/_sim/chains": self._chains,
+                 "/_sim/stats": self._stats, "/_sim/control": self._control}.get(path)
         if route is None:
             return _json({"error": "not found"}, 404)
         return route(request)
@@ -79,10 +93,17 @@ class Simulator:
         self.stats.count("requests", key)
 
         def real() -> bytes:
+            over_cap = self.daily_cap.charge(key, self.now())
+            if over_cap is not None:
+                self.stats.count("daily_capped", key)
+                return json_bytes(explorer.daily_limited(over_cap, self.daily_cap.limit))
             chain = self._explorer_chain(query, v2)
             if chain is None:
                 return json_bytes(explorer.notok(explorer.MISSING_CHAIN_ID))
-            return json_bytes(explorer.answer(chain, self.head(chain), query))
+            served = Served()
+            body = explorer.answer(chain, self.head(chain), query, index_lag=self.index_lag(chain), served=served)
+            self.stats.add_served(chain.id, served)
+            return json_bytes(body)
 
         rate_limited = json_bytes(explorer.rate_limited(self.explorer_limiter.rate))
         return self._upstream(key, self.explorer_limiter, real, Reply(200, rate_limited), rate_limited)
@@ -109,7 +130,11 @@ class Simulator:
                 payload = json.loads(raw)
             except ValueError:
                 return json_bytes(rpc.error_body(None, -32700, "parse error"))
-            return json_bytes(rpc.answer(chain, self.head(chain), payload, self.config.rpc_range_cap))
+            served = Served()
+            body = rpc.answer(chain, self.head(chain), payload, self.config.rpc_range_cap,
+                              null_headers=self.null_headers(chain), served=served)
+            self.stats.add_served(chain.id, served)
+            return json_bytes(body)
 
         limited = Reply(429, json_bytes(_RPC_RATE_LIMITED), retry_after=1)
         return self._upstream(key, self.rpc_limiter, real, limited, json_bytes(_RPC_RATE_LIMITED))
@@ -141,31 +166,41 @@ class Simulator:
         raw = request.args.get("chainId", "")
         return self.chains.get(int(raw)) if raw.isdigit() else None
 
-    def _truth(self, request: Request) -> Response:
+    def _range_args(self, request: Request) -> tuple[SimChain, int, int, int] | Response:
+        """(chain, fromBlock, toBlock, head) from `chainId`, `fromBlock`, `toBlock`, or a 400 answer."""
         chain = self._chain_arg(request)
         if chain is None:
             return _json({"error": "chainId must name a simulated chain", "chains": sorted(self.chains)}, 400)
         head = self.head(chain)
         try:
-            first = int(request.args.get("fromBlock", chain.first_block))
-            last = int(request.args.get("toBlock", head))
+            return (chain, int(request.args.get("fromBlock", chain.first_block)),
+                    int(request.args.get("toBlock", head)), head)
         except ValueError:
             return _json({"error": "fromBlock and toBlock must be integers"}, 400)
 
-        def stream() -> Iterator[bytes]:
-            yield b"["
-            for number, transfer in enumerate(chain.truth(first, last, head)):
-                yield (b"," if number else b"") + json_bytes(transfer.to_api())
-            yield b"]"
+    def _truth(self, request: Request) -> Response:
+        """The canonical transfers up to the real head, whatever the explorer's index lag."""
+        args = self._range_args(request)
+        if isinstance(args, Response):
+            return args
+        chain, first, last, head = args
+        return _json_list(transfer.to_api() for transfer in chain.truth(first, last, head))
 
-        return Response(stream(), 200, content_type="application/json")
+    def _poisoned(self, request: Request) -> Response:
+        """Per poisoned block: the row a client must quarantine and the valid NUL-named row (quirks.py)."""
+        args = self._range_args(request)
+        if isinstance(args, Response):
+            return args
+        chain, first, last, head = args
+        return _json_list(quirks.poisoned_rows(chain, first, last, head))
 
     def chain_listing(self) -> dict:
         return {"chains": [
             {"id": chain.id, "kind": chain.spec.kind, "contracts": [token.address for token in chain.tokens],
              "tokens": [token._asdict() for token in chain.tokens], "head": self.head(chain),
              "firstBlock": chain.first_block, "startHead": chain.start_head,
-             "logBlockTimestamp": chain.spec.log_block_timestamp,
+             "logBlockTimestamp": chain.spec.log_block_timestamp, "indexLagBlocks": self.index_lag(chain),
+             "nullHeadersBlocks": self.null_headers(chain), "poisonEvery": chain.poison_every,
              "explorerPath": f"/v2/api?chainid={chain.id}", "rpcPath": f"/rpc/{chain.id}"}
             for chain in self.chains.values()
         ]}
@@ -180,11 +215,12 @@ class Simulator:
         body["reorgs"] = {str(chain.id): chain.reorgs(heads[chain.id]) for chain in self.chains.values()}
         body["reorgsTotal"] = sum(body["reorgs"].values())
         body["control"] = self._control_state()
+        body["dailyCap"] = self.daily_cap.state()
         return _json(body)
 
     def _control_state(self) -> dict:
         return {**self.faults.state(), "rate_limit": self.explorer_limiter.rate,
-                "clock_offset_s": self._clock_offset}
+                "clock_offset_s": self._clock_offset, "daily_cap": self.daily_cap.limit}
 
     def _control(self, request: Request) -> Response:
         if request.method == "POST":
@@ -195,26 +231,49 @@ class Simulator:
         return _json(self._control_state())
 
     def control(self, changes: dict) -> None:
-        """Apply `{"outage", "fault_rate", "fault_types", "rate_limit", "advance_blocks"}` (any subset)."""
-        if not isinstance(changes, dict):
-            raise ValueError("control body must be a JSON object")
-        unknown = set(changes) - {"outage", "fault_rate", "fault_types", "rate_limit", "advance_blocks"}
-        if unknown:
-            raise ValueError(f"unknown control keys {sorted(unknown)}")
-        rate_limit, advance = changes.get("rate_limit"), changes.get("advance_blocks", 0)
-        if rate_limit is not None and not (isinstance(rate_limit, int | float) and rate_limit >= 0):
-            raise ValueError("rate_limit must be a number >= 0")
-        if not (isinstance(advance, int) and advance >= 0):
-            raise ValueError("advance_blocks must be an integer >= 0")
+        """Apply `{"outage", "fault_rate", "fault_types", "rate_limit", "advance_blocks", "daily_cap",
+        "reset_daily_calls"}` (any subset); ValueError (nothing changed) on a bad one."""
+        _check_control(changes)
+        rate_limit = changes.get("rate_limit")
         self.faults.set(rate=changes.get("fault_rate"), types=changes.get("fault_types"), outage=changes.get("outage"))
         if rate_limit is not None:
             self.explorer_limiter.rate = self.rpc_limiter.rate = float(rate_limit)
-        self._clock_offset += advance * self.config.block_time
+        self.daily_cap.set(limit=changes.get("daily_cap"), reset=changes.get("reset_daily_calls", False))
+        self._clock_offset += changes.get("advance_blocks", 0) * self.config.block_time
         logger.info("simulator control applied %s", changes)
+
+
+def _check_control(changes: object) -> None:
+    if not isinstance(changes, dict):
+        raise ValueError("control body must be a JSON object")
+    unknown = set(changes) - _CONTROL_KEYS
+    if unknown:
+        raise ValueError(f"unknown control keys {sorted(unknown)}")
+    rate_limit = changes.get("rate_limit")
+    if rate_limit is not None and not (isinstance(rate_limit, int | float) and rate_limit >= 0):
+        raise ValueError("rate_limit must be a number >= 0")
+    for name in ("advance_blocks", "daily_cap"):
+        value = changes.get(name, 0)
+        if isinstance(value, bool) or not (isinstance(value, int) and value >= 0):
+            raise ValueError(f"{name} must be an integer >= 0")
+    if not isinstance(changes.get("reset_daily_calls", False), bool):
+        raise ValueError("reset_daily_calls must be true or false")
 
 
 def _json(body: object, status: int = 200) -> Response:
     return Response(json_bytes(body), status, content_type="application/json")
+
+
+def _json_list(items: Iterator[object]) -> Response:
+    """A JSON array streamed item by item (a truth query may cover months of blocks)."""
+
+    def stream() -> Iterator[bytes]:
+        yield b"["
+        for number, item in enumerate(items):
+            yield (b"," if number else b"") + json_bytes(item)
+        yield b"]"
+
+    return Response(stream(), 200, content_type="application/json")
 
 
 class _QuietHandler(WSGIRequestHandler):

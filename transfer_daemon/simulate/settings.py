@@ -36,6 +36,11 @@ class SimConfig:
     rpc_range_cap: int = 2000
     start_time: float | None = None  # wall clock of "now" at start; None = time.time(); fix it for determinism
     block_cache_size: int = 50_000
+    # Quirks of real upstreams, all off by default (semantics in simulate/quirks.py):
+    index_lag_blocks: int = 0  # explorer kinds: tokentx/getLogs leave out the newest N blocks
+    null_headers_blocks: int = 0  # rpc_logs: eth_getBlockByNumber answers null for the newest N blocks
+    poison_every: int = 0  # every N-th block also serves one row with an out-of-range logIndex; 0 = never
+    daily_cap: int = 0  # explorer calls per key per UTC day before the daily-limit answer; 0 = no cap
 
     def __post_init__(self) -> None:
         if not self.chains:
@@ -44,6 +49,9 @@ class SimConfig:
             raise ValueError("chains: duplicate chain id")
         if self.block_time <= 0:
             raise ValueError("block_time must be > 0")
+        for name in ("index_lag_blocks", "null_headers_blocks", "poison_every", "daily_cap"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0")
         unknown = set(self.fault_types) - set(FAULT_TYPES)
         if unknown:
             raise ValueError(f"fault_types: unknown {sorted(unknown)}; known {list(FAULT_TYPES)}")

@@ -6,6 +6,8 @@ import hashlib
 import threading
 from collections import Counter
 
+from transfer_daemon.simulate.quirks import Served
+
 
 def redact_key(api_key: str) -> str:
     """How an explorer API key appears in the stats (and keys the limiter): a short digest, so a
@@ -20,10 +22,22 @@ class SimStats:
         self.routes: Counter[str] = Counter()  # explorer | rpc
         self.rate_limited: Counter[str] = Counter()  # per key
         self.faults: Counter[str] = Counter()  # per fault type, plus "outage"
+        self.daily_capped: Counter[str] = Counter()  # per key: daily-limit answers
+        # per chain id, what the quirks did (simulate/quirks.py)
+        self.withheld: Counter[str] = Counter()
+        self.null_headers: Counter[str] = Counter()
+        self.poison_rows: Counter[str] = Counter()
+        self.nul_rows: Counter[str] = Counter()
 
     def count(self, counter: str, key: str) -> None:
         with self._lock:
             getattr(self, counter)[key] += 1
+
+    def add_served(self, chain_id: int, served: Served) -> None:
+        with self._lock:
+            for name in ("withheld", "null_headers", "poison_rows", "nul_rows"):
+                if getattr(served, name):
+                    getattr(self, name)[str(chain_id)] += getattr(served, name)
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -34,4 +48,10 @@ class SimStats:
                 "rateLimitedTotal": sum(self.rate_limited.values()),
                 "faults": dict(self.faults),
                 "faultsTotal": sum(self.faults.values()),
+                "dailyCapAnswers": dict(self.daily_capped),
+                "dailyCapAnswersTotal": sum(self.daily_capped.values()),
+                "indexLagWithheldRows": dict(self.withheld),
+                "nullHeaders": dict(self.null_headers),
+                "poisonRowsServed": dict(self.poison_rows),
+                "nulNameRowsServed": dict(self.nul_rows),
             }
