@@ -6,7 +6,7 @@ answers they did not help write.
 
 from __future__ import annotations
 
-from transfer_daemon.simulate.server import Simulator, build_app, serve, start_in_thread
+from transfer_daemon.simulate.routes import Simulator, build_app, serve, start_in_thread
 from transfer_daemon.simulate.settings import FAULT_TYPES, ChainSpec, SimConfig, parse_chains
 
 __all__ = ["FAULT_TYPES", "ChainSpec", "SimConfig", "Simulator", "build_app", "config_from_options",

@@ -23,8 +23,8 @@ from transfer_daemon.simulate.chain import (
     Log,
     SimChain,
 )
+from transfer_daemon.simulate.jsonrpc import block_json
 from transfer_daemon.simulate.quirks import Served
-from transfer_daemon.simulate.rpc import block_json
 
 RESULT_WINDOW = 10_000
 LOGS_MAX_RECORDS = 1000  # logs/getLogs returns at most 1000 records per call

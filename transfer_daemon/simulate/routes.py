@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from transfer_daemon.simulate import explorer, quirks, rpc
+from transfer_daemon.simulate import explorer, jsonrpc, quirks
 from transfer_daemon.simulate.chain import SimChain
 from transfer_daemon.simulate.faults import (
     DailyCap,
@@ -129,9 +129,9 @@ class Simulator:
             try:
                 payload = json.loads(raw)
             except ValueError:
-                return json_bytes(rpc.error_body(None, -32700, "parse error"))
+                return json_bytes(jsonrpc.error_body(None, -32700, "parse error"))
             served = Served()
-            body = rpc.answer(chain, self.head(chain), payload, self.config.rpc_range_cap,
+            body = jsonrpc.answer(chain, self.head(chain), payload, self.config.rpc_range_cap,
                               null_headers=self.null_headers(chain), served=served)
             self.stats.add_served(chain.id, served)
             return json_bytes(body)
