@@ -1,0 +1,1 @@
+"""The supervisor and what only it uses."""
