@@ -125,7 +125,9 @@ class MailReceiver:
         if tls is not None:
             kwargs["ssl_context" if implicit else "tls_context"] = tls
         if credentials is not None:
-            kwargs.update(authenticator=self._authenticator(*credentials), auth_require_tls=tls is not None)
+            # aiosmtpd counts only STARTTLS as TLS; over implicit TLS it must be told AUTH is allowed
+            kwargs.update(authenticator=self._authenticator(*credentials), auth_require_tls=tls is not None
+                          and not implicit)
         self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **kwargs)
 
     @property

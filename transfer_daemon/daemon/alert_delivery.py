@@ -187,8 +187,8 @@ class _SinkWorker:
             log.error("alert delivery gave up sink=%s %s after %d attempt(s) in %.0fs: %s", self.sink.name,
                       _about(message.batch), message.attempts, now - message.queued_at, error)
         elif first:
-            log.warning("alert delivery failing sink=%s %s: %s; retrying with backoff", self.sink.name,
-                        _about(message.batch), error)
+            log.warning("alert delivery failing sink=%s %s: %s; %s", self.sink.name, _about(message.batch), error,
+                        "retrying with backoff" if message.retry else "the next re-send follows")
         else:
             log.debug("alert delivery failed sink=%s %s attempt=%d retry_in=%.1fs: %s", self.sink.name,
                       _about(message.batch), message.attempts, delay, error)

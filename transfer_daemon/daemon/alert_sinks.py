@@ -122,8 +122,9 @@ def email_message(t: AlertTransition, sender: str, recipients: Sequence[str]) ->
     message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
     fields = [("alert", t.name), ("state", t.state), ("chain", f"{t.chain} (chain id {t.chain_id})"),
               ("severity", t.severity), ("value", t.value), ("threshold", t.threshold),
-              ("started", iso(t.starts_at)), ("ended", iso(t.ends_at) or "-")]
-    message.set_content(t.summary + "\n\n" + "".join(f"{k + ':':<11}{v}\n" for k, v in fields))
+              ("started", iso(t.starts_at)), ("ended", iso(t.ends_at))]
+    message.set_content(t.summary + "\n\n" + "".join(f"{k + ':':<11}{'-' if v is None else v}\n"
+                                                     for k, v in fields))
     return message
 
 
