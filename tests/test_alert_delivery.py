@@ -198,3 +198,16 @@ def test_no_secret_reaches_any_log_line_even_at_debug(dispatchers, caplog) -> No
     text = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
     assert "urllib3" in {r.name.split(".")[0] for r in caplog.records}, "the request lines were logged at DEBUG"
     assert TOKEN not in text and "B0BBBBBBB" not in text and "am-pass-77" not in text
+
+
+def test_a_replacement_dispatcher_keeps_re_sending_what_still_fires_without_announcing_it(receiver, dispatchers,
+                                                                                         caplog) -> None:
+    policy = RetryPolicy(initial_s=0.05, maximum_s=0.2, resend_interval_s=0.1)
+    dispatcher = _start(dispatchers, [WebhookSink(receiver.url + HOOK_PATH), AlertmanagerSink(receiver.url)],
+                        policy=policy, firing=[FIRED])
+    wait_until(lambda: receiver.bodies("/api/v2/alerts"), what="a re-post of the adopted alert")
+    assert receiver.bodies(HOOK_PATH) == [] and dispatcher.stats()["alertmanager"].delivered == 0
+    assert not [r for r in caplog.records if r.getMessage().startswith("alert firing")]
+    dispatcher.deliver([RESOLVED])
+    wait_until(lambda: any("endsAt" in b[0] for b in receiver.bodies("/api/v2/alerts")), what="the resolve")
+    assert [b["alerts"][0]["state"] for b in receiver.bodies(HOOK_PATH)] == ["resolved"]

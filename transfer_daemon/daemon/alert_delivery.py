@@ -199,15 +199,18 @@ class AlertDispatcher:
 
     `record_event`, when given, stores the `alert` event row; it runs on a dispatcher thread (open
     its own connection or use a pool, never the caller's connection) and is retried like a receiver.
-    `deliver` is meant for one caller thread (the supervisor's loop).
+    `deliver` is meant for one caller thread (the supervisor's loop). A dispatcher replacing another
+    (receivers changed on reload) takes `firing=evaluator.firing()`, so Alertmanager keeps getting
+    what still fires without anything being logged or sent as new.
     """
 
     def __init__(self, sinks: Sequence[Sink], record_event: Callable[[AlertTransition], None] | None = None,
-                 policy: RetryPolicy | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 policy: RetryPolicy | None = None, clock: Callable[[], float] = time.monotonic,
+                 firing: Iterable[AlertTransition] = ()) -> None:
         policy = policy or RetryPolicy()
         every = [*sinks, *([EventSink(record_event)] if record_event else [])]
-        self._firing: dict[tuple[str, str], AlertTransition] = {}
-        self._firing_now: tuple[AlertTransition, ...] = ()
+        self._firing = {(t.name, t.chain): t for t in firing}
+        self._firing_now = tuple(self._firing.values())
         self._workers = [_SinkWorker(sink, policy, clock, lambda: self._firing_now) for sink in every]
 
     def start(self) -> None:
