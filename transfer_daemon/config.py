@@ -24,6 +24,7 @@ KINDS = ("etherscan", "etherscan_logs", "rpc_logs")
 DATA_SOURCES = ("persistent", "upstream")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
 
 
 class ConfigError(Exception):
@@ -147,6 +148,22 @@ def _redis_url(key: str, raw: Any) -> str:
     return value
 
 
+def _address(key: str, raw: Any) -> str:
+    if not isinstance(raw, str) or not _EMAIL.match(raw):
+        raise ConfigError(key, raw, "expected an e-mail address like alerts@example.com")
+    return raw
+
+
+def _email(key: str, raw: Any) -> str:
+    return "" if raw == "" else _address(key, raw)
+
+
+def _emails(key: str, raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(key, raw, "expected a list of e-mail addresses")
+    return tuple(_address(f"{key}[{i}]", item) for i, item in enumerate(raw))
+
+
 def _setting(default: Any, convert: Callable[[str, Any], Any], help: str, env: str | None = None):
     from dataclasses import field
 
@@ -212,6 +229,20 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class AlertsConfig:
+    lag_threshold_s: int = _setting(300, _int(1), "IngestLag fires above this many seconds of ingest lag")
+    errors_per_min: int = _setting(5, _int(0), "IngestErrors fires above this many failed jobs in a minute")
+    evaluate_interval_s: float = _setting(15.0, _float(0), "seconds between alert evaluations")
+    webhook_url_env: str = _setting("", _env_name, "NAME of the env var holding a Slack-compatible webhook URL")
+    alertmanager_url: str = _setting("", _url, "Prometheus Alertmanager base URL (POST /api/v2/alerts)")
+    smtp_url_env: str = _setting(
+        "", _env_name, "NAME of the env var holding smtp://user:pass@host:port (smtps:// = implicit TLS)"
+    )
+    email_to: tuple[str, ...] = _setting((), _emails, "alert mail recipients")
+    email_from: str = _setting("", _email, "alert mail sender address")
+
+
+@dataclass(frozen=True)
 class ChainConfig:
     id: int = _setting(_MISSING, _int(1), "EVM chain id")
     name: str = _setting(_MISSING, _name, "short name used in logs and commands")
@@ -252,6 +283,7 @@ class Config:
     api: ApiConfig
     ingest: IngestConfig
     cache: CacheConfig
+    alerts: AlertsConfig
     chains: tuple[ChainConfig, ...]
     path: str = ""
 
@@ -271,6 +303,7 @@ _SECTIONS = {
     "api": ApiConfig,
     "ingest": IngestConfig,
     "cache": CacheConfig,
+    "alerts": AlertsConfig,
 }
 
 
@@ -308,6 +341,15 @@ def _check_chain(chain: ChainConfig, prefix: str) -> None:
         raise ConfigError(f"{prefix}.page_size", chain.page_size, "must be <= 10000")
 
 
+def _check_alerts(alerts: AlertsConfig) -> None:
+    if alerts.email_to and not alerts.email_from:
+        raise ConfigError("alerts.email_from", alerts.email_from, "required when alerts.email_to is set")
+    if alerts.email_to and not alerts.smtp_url_env:
+        raise ConfigError("alerts.smtp_url_env", alerts.smtp_url_env, "required when alerts.email_to is set")
+    if alerts.smtp_url_env and not alerts.email_to:
+        raise ConfigError("alerts.email_to", list(alerts.email_to), "required when alerts.smtp_url_env is set")
+
+
 def parse_config(document: Mapping[str, Any], environ: Mapping[str, str], path: str = "") -> Config:
     """Validate a parsed TOML document plus environment into a frozen Config."""
     for key in document:
@@ -333,6 +375,7 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str], path: 
         raise ConfigError("cache.url", "", "required when cache.backend = redis")
     if sections["database"].pool_min > sections["database"].pool_max:
         raise ConfigError("database.pool_min", sections["database"].pool_min, "exceeds pool_max")
+    _check_alerts(sections["alerts"])
     return Config(chains=tuple(chains), path=path, **sections)
 
 
