@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 from prometheus_client import (
@@ -41,6 +42,9 @@ API_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 CACHE_REQUESTS = Counter("transfers_cache_requests", "Warm-cache lookups by result (hit, miss)", ["result"])
+ALERTS_FIRING = Gauge("transfers_alerts_firing", "1 while the alert fires for the chain", ["alert", "chain"],
+                      multiprocess_mode="livemax")
+_alerts_shown: set[tuple[str, str]] = set()
 
 
 def multiproc_dir(data_dir: str | os.PathLike) -> Path:
@@ -97,3 +101,11 @@ def counter_totals(name: str, label: str) -> dict[str, float]:
                 key = sample.labels.get(label, "")
                 totals[key] = totals.get(key, 0.0) + sample.value
     return totals
+
+
+def set_alerts_firing(firing: Iterable[tuple[str, str]]) -> None:
+    """(alert, chain) pairs firing now: 1 for each, 0 for those that fired before and no longer do."""
+    now = set(firing)
+    for alert, chain in _alerts_shown | now:
+        ALERTS_FIRING.labels(alert, chain).set(1 if (alert, chain) in now else 0)
+    _alerts_shown.update(now)
