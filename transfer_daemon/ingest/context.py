@@ -37,6 +37,7 @@ class IngestContext:
     auth_failed: bool = False  # InvalidApiKey: stop calling until the config is reloaded
     backfill_span: int = 0
     cache: Any = None  # transfer_daemon.cache.WarmCache, opened lazily by `warm`
+    verify_pass: Any = None  # transfer_daemon.ingest.verify.Progress of the nightly pass under way
 
     @property
     def chain_id(self) -> int:
