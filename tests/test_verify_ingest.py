@@ -150,6 +150,16 @@ def test_an_extra_row_is_reported_and_removed_by_repair(filled):
     assert code == 0 and json.loads(out)["chains"][0]["verdict"] == "match"
 
 
+def test_hours_map_to_blocks_through_the_stored_block_times(filled):
+    chain = filled("rpc_logs", {"block_time": 3600.0, "history_days": 3.0, "transfers_per_block": 3.0})
+    head = chain.ctx.source.head_block()
+    synced = get_cursor(chain.ctx.pool, chain.ctx.chain_id).synced_block
+    for hours in (5, 30):
+        doc = json.loads(chain.verify("--json", "--hours", str(hours))[1])["chains"][0]
+        assert abs(doc["fromBlock"] - (head - hours)) <= 1 and doc["toBlock"] == synced, (hours, head, doc)
+        assert doc["verdict"] == "match" and doc["upstream"] > 0
+
+
 def test_an_unknown_chain_is_bad_usage(filled):
     chain = filled("rpc_logs")
     result = CliRunner().invoke(main, ["verify", "--config", str(chain.config_path), "--chain", "nope"])
@@ -200,7 +210,7 @@ def test_the_nightly_pass_is_spread_over_runs_within_a_budget(filled):
 def test_verify_beside_a_running_job_shares_the_keys_rate_limit(filled):
     """The command and the worker's job use one limiter file per key under data_dir: together
     they stay under the rate the explorer enforces."""
-    chain = filled("etherscan", {"rate_limit": 10.0}, rate_limit_per_sec=9, page_size=20)
+    chain = filled("etherscan", {"rate_limit": 10.0}, rate_limit_per_sec=9, page_size=30)
     before = chain.sim.stats()
     nightly = threading.Thread(target=upkeep.verify, args=(chain.ctx,))
     nightly.start()
@@ -209,7 +219,7 @@ def test_verify_beside_a_running_job_shares_the_keys_rate_limit(filled):
     stats = chain.sim.stats()
     calls = sum(stats["requests"].values()) - sum(before["requests"].values())
     limited = stats["rateLimitedTotal"] - before["rateLimitedTotal"]
-    assert code == 0 and calls >= 40 and limited <= max(1, calls // 100), stats
+    assert code == 0 and calls >= 30 and limited <= max(1, calls // 100), stats
 
 
 def test_the_worker_resumes_an_unfinished_pass_a_minute_later(filled):

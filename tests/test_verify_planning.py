@@ -118,6 +118,7 @@ def test_render_names_each_chain_that_differs_with_its_counts():
 def test_render_with_repair_shows_what_was_repaired():
     text = render(_report(repair=True))
     assert text.splitlines()[1].split() == ["ethereum", "100..199", "40", "39", "1", "0", "1", "REPAIRED"]
+    assert "verify: chain ethereum differed: 1 missing, 0 extra" in text
     assert "repaired 1 rows in 1 blocks, run verify again to confirm" in text
 
 

@@ -117,7 +117,7 @@ def walk(ctx: IngestContext, progress: Progress, repair: str, deadline: float | 
     the window is done, `deadline` (ctx.clock) passes after at least one chunk, or a stop is
     requested. Advances `progress` after each chunk."""
     tally = Tally(progress.next_block, progress.next_block - 1)
-    first, smallest, largest = _span_limits(ctx.chain)
+    _, smallest, largest = _span_limits(ctx.chain)
     rows_goal = ctx.chain.page_size * len(ctx.chain.contracts) * PAGES_PER_CHUNK
     while not progress.done and ctx.may_call_upstream:
         if deadline is not None and tally.to_block >= tally.from_block and ctx.clock() >= deadline:
@@ -300,7 +300,8 @@ def render(report: VerifyReport) -> str:
     if not report.repair:
         rows = [row[:6] + row[7:] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) if i < 2 else cell.rjust(width)
+    text = {0, 1, len(widths) - 1}  # chain, blocks, verdict; the counts align right
+    lines = ["  ".join(cell.ljust(width) if i in text else cell.rjust(width)
                        for i, (cell, width) in enumerate(zip(row, widths, strict=True))).rstrip()
              for row in rows]
     lines += [_summary(verdict) for verdict in report.chains if not verdict.ok]
@@ -321,8 +322,9 @@ def _summary(verdict: ChainVerdict) -> str:
     if tally is None:
         return f"verify: chain {name}: nothing settled is stored yet to compare"
     blocks = ", ".join(map(str, tally.blocks[:BLOCKS_SHOWN])) + (" …" if len(tally.blocks) > BLOCKS_SHOWN else "")
-    line = (f"verify: chain {name} differs: {tally.missing} missing, {tally.extra} extra in blocks "
-            f"{tally.from_block}..{tally.to_block} (differing blocks: {blocks})")
-    if verdict.repair:
-        line += f"; repaired {tally.repaired} rows in {len(tally.blocks)} blocks, run verify again to confirm"
-    return line
+    counts = (f"{tally.missing} missing, {tally.extra} extra in blocks {tally.from_block}..{tally.to_block}"
+              f" (differing blocks: {blocks})")
+    if not verdict.repair:
+        return f"verify: chain {name} differs: {counts}"
+    return (f"verify: chain {name} differed: {counts}; repaired {tally.repaired} rows in {len(tally.blocks)} blocks,"
+            " run verify again to confirm")
