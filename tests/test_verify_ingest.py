@@ -236,3 +236,14 @@ def test_the_worker_resumes_an_unfinished_pass_a_minute_later(filled):
         assert VERIFY_RESUME_S - 10 < delay.total_seconds() <= VERIFY_RESUME_S
     finally:
         runner.scheduler.shutdown(wait=False)
+
+
+def test_an_unreachable_store_is_one_line_and_exit_1(tmp_path):
+    path = tmp_path / "unreachable.toml"
+    path.write_text(f'[daemon]\ndata_dir = {json.dumps(str(tmp_path))}\nlog_file = ""\n'
+                    '[database]\nurl = "postgresql://verify:hunter2@127.0.0.1:9/none"\n'
+                    '[[chains]]\nid = 25\nname = "cronos"\nkind = "rpc_logs"\nrpc_url = "http://127.0.0.1:9/rpc"\n'
+                    'contracts = ["0x1111111111111111111111111111111111111111"]\n')
+    result = CliRunner().invoke(main, ["verify", "--config", str(path)])
+    assert result.exit_code == 1 and result.stderr.startswith("transfer-daemon: cannot reach postgresql://verify:")
+    assert "hunter2" not in result.output and "Traceback" not in result.output

@@ -144,8 +144,10 @@ def backfill(config_path: str | None, chain: str, days: int | None) -> None:
 @CONFIG_OPTION
 @click.option("--chain", default=None, help="Only this chain (name or id); default every chain.")
 @click.option("--hours", type=click.IntRange(min=1), default=24, show_default=True,
-              help="Settled hours to compare, back from `confirmations` below the head.")
-@click.option("--repair", is_flag=True, help="Re-ingest the blocks that differ, one transaction per block.")
+              help="Compare the last N hours, up to `confirmations` below the head.")
+@click.option("--repair", is_flag=True,
+              help="Re-ingest the blocks that differ, one transaction per block (the exit status still reports "
+                   "the difference found; run verify again to confirm).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_reports_errors
 def verify(config_path: str | None, chain: str | None, hours: int, repair: bool, as_json: bool) -> None:

@@ -37,6 +37,8 @@ HOUR = 3600
 REPAIR_NONE, REPAIR_MISSING, REPAIR_ALL = "none", "missing", "all"
 #: Pages per contract a chunk aims at: chunks bound the rows held at once.
 PAGES_PER_CHUNK = 10
+#: Seconds the command waits for the store before it gives up.
+CONNECT_TIMEOUT_S = 5
 #: Differing blocks named in a drift event (all of them are in the command's JSON).
 BLOCKS_IN_EVENT = 50
 
@@ -254,7 +256,12 @@ def verify_command(config: Config, chain_names: list[str], hours: float, repair:
     from transfer_daemon.upstream import make_source
 
     limiter_dir = str(Path(config.daemon.data_dir) / "limiter")
-    pool = open_pool(resolve_database_url(config), 1, 2, "verify")
+    url = resolve_database_url(config)
+    try:
+        psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()  # fail fast, and in one line
+        pool = open_pool(url, 1, 2, "verify")
+    except psycopg.Error as exc:
+        raise StoreNotReady(f"cannot reach {redact_url(url)}: {_first_line(exc)}") from exc
     try:
         verdicts = []
         for name in chain_names:
@@ -264,10 +271,13 @@ def verify_command(config: Config, chain_names: list[str], hours: float, repair:
             verdicts.append(verify_chain(ctx, hours, repair, time.time()))
         return VerifyReport(hours, repair, verdicts)
     except psycopg.Error as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise StoreNotReady(f"store: {redact_url(first_line)}") from exc
+        raise StoreNotReady(f"store: {_first_line(exc)}") from exc
     finally:
         pool.close()
+
+
+def _first_line(exc: Exception) -> str:
+    return redact_url((str(exc).strip().splitlines() or [type(exc).__name__])[0])
 
 
 # --- rendering -----------------------------------------------------------------------------
