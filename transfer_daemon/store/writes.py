@@ -384,17 +384,19 @@ def record_event(conn: psycopg.Connection, event: IngestEvent) -> None:
 
 def _block_time_bounds(conn: psycopg.Connection, chain_id: int, block: int,
                        transfers: Sequence[Transfer]) -> tuple[int, int] | None:
-    """Times a stored row of `block` can carry: between the stored blocks around it (block time
-    never decreases with the number), widened to the new rows' times. None: nothing is stored."""
-    below, above = conn.execute(
-        "SELECT (SELECT time_stamp FROM blocks WHERE chain_id = %(c)s AND block_number <= %(b)s"
+    """Times a stored row of `block` can carry: from the stored block below it to the one above it
+    (block time never decreases with the number), the block's own and the new rows' times
+    included. None: nothing is stored around it."""
+    stamps = conn.execute(
+        "SELECT (SELECT time_stamp FROM blocks WHERE chain_id = %(c)s AND block_number < %(b)s"
         "  ORDER BY block_number DESC LIMIT 1),"
-        " (SELECT time_stamp FROM blocks WHERE chain_id = %(c)s AND block_number >= %(b)s"
+        " (SELECT time_stamp FROM blocks WHERE chain_id = %(c)s AND block_number = %(b)s),"
+        " (SELECT time_stamp FROM blocks WHERE chain_id = %(c)s AND block_number > %(b)s"
         "  ORDER BY block_number LIMIT 1)",
         {"c": chain_id, "b": block}, prepare=False,
     ).fetchone()
-    stamps = [t for t in (below, above) if t is not None] + [t.time_stamp for t in transfers]
-    return (min(stamps), max(stamps)) if stamps else None
+    known = [t for t in stamps if t is not None] + [t.time_stamp for t in transfers]
+    return (min(known), max(known)) if known else None
 
 
 def _delete_absent(conn: psycopg.Connection, chain_id: int, block: int, streams: Sequence[int],
