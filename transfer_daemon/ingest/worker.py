@@ -41,6 +41,8 @@ HOUR = 3600
 DAY = 86400
 #: Seconds between the main loop's heartbeats and lock checks.
 TICK_S = 1.0
+#: Seconds between the runs of an unfinished nightly verify pass.
+VERIFY_RESUME_S = 60.0
 
 
 def _install_signal_handlers(stopping: threading.Event) -> None:
@@ -150,7 +152,7 @@ class JobRunner:
         add("warm", upkeep.warm, "interval", seconds=HOUR)
         add("retention", upkeep.retention, "interval", seconds=DAY, next_run_time=now + timedelta(seconds=5))
         # nightly, spread over the hour by chain so several chains don't verify at once
-        add("verify", upkeep.verify, "cron", hour=3, minute=chain.id % 60)
+        add("verify", self._verify, "cron", hour=3, minute=chain.id % 60)
         self.scheduler.start()
 
     def _sync(self, ctx: context.IngestContext) -> None:
@@ -163,6 +165,12 @@ class JobRunner:
         # bounded by the poll interval so a sync sharing the one executor thread is never starved
         if backfill_job.backfill(ctx, budget_s=ctx.chain.poll_interval_s):
             self.scheduler.reschedule_job("backfill", trigger="interval", seconds=HOUR)
+
+    def _verify(self, ctx: context.IngestContext) -> None:
+        # bounded like backfill so a sync sharing the executor thread is never starved; an
+        # unfinished pass resumes shortly, and once the day is covered the cron waits for the next night
+        if not upkeep.verify(ctx, budget_s=ctx.chain.poll_interval_s):
+            self._run_soon("verify", delay_s=VERIFY_RESUME_S)
 
     def _tracked(self, name: str, body: Callable[[context.IngestContext], object]) -> Callable[[], None]:
         def run() -> None:
@@ -178,10 +186,10 @@ class JobRunner:
 
         return run
 
-    def _run_soon(self, job_id: str) -> None:
+    def _run_soon(self, job_id: str, delay_s: float = 0.0) -> None:
         job = self.scheduler.get_job(job_id)
         if job is not None:
-            job.modify(next_run_time=datetime.now().astimezone())
+            job.modify(next_run_time=datetime.now().astimezone() + timedelta(seconds=delay_s))
 
     def stuck(self, limit_s: float) -> bool:
         """A job running longer than `limit_s`: stop the heartbeat so the supervisor restarts us."""
