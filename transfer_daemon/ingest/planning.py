@@ -219,27 +219,6 @@ def backfilled_cursor(cursor: Cursor, window: Window, target: int, done: bool) -
 # --- verify -------------------------------------------------------------------------------
 
 
-def verify_window(cursor: Cursor, confirmations: int, size: int, now: float) -> Window | None:
-    """A settled window (older than `confirmations`, inside what is stored) to recount.
-
-    Deterministic in the day: successive nights walk the stored range, so over time every part
-    of the history is recounted, and a rerun on the same day checks the same blocks.
-    """
-    if cursor.synced_block is None or cursor.backfilled_block is None:
-        return None
-    hi = cursor.synced_block - confirmations
-    lo = cursor.backfilled_block
-    if hi < lo:
-        return None
-    span = hi - lo + 1
-    if span <= size:
-        return Window(lo, hi)
-    slots = span // size
-    slot = int(now // SECONDS_PER_DAY) % slots
-    top = hi - slot * size
-    return Window(top - size + 1, top)
-
-
 # --- verify: a settled window of the last hours, compared transfer by transfer ------------
 
 #: What verify compares per transfer: its key — block, contract, log index, transaction (the

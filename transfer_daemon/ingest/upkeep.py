@@ -6,7 +6,7 @@ import logging
 
 from transfer_daemon import cache, store
 from transfer_daemon.ingest.context import IngestContext, record
-from transfer_daemon.ingest.verify import REPAIR_MISSING, Progress, plan_window, record_drift, walk
+from transfer_daemon.ingest.verify import REPAIR_MISSING, Progress, plan_window, record_drift, record_verified, walk
 from transfer_daemon.model import IngestEvent
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,9 @@ def verify(ctx: IngestContext, budget_s: float | None = None) -> bool:
     tally = walk(ctx, progress, REPAIR_MISSING, None if budget_s is None else now + budget_s)
     if tally.to_block >= tally.from_block:
         record_drift(ctx, tally, "nightly")
+        progress.differed |= tally.differs
     if progress.done:
         ctx.verify_pass = None
+        if not progress.differed:
+            record_verified(ctx, progress.window, "nightly")
     return progress.done

@@ -51,6 +51,7 @@ class Progress:
     next_block: int
     span: int  # blocks in the next chunk, adapted to the rows seen
     started_at: float
+    differed: bool = False  # some run of this pass found a difference
 
     @classmethod
     def start(cls, chain: ChainConfig, window: planning.Window, now: float) -> Progress:
@@ -192,6 +193,13 @@ def record_drift(ctx: IngestContext, tally: Tally, trigger: str) -> None:
                                 detail=tally.detail(trigger)))
 
 
+def record_verified(ctx: IngestContext, window: planning.Window, trigger: str) -> None:
+    """A `verified` event: a whole window compared without a difference (resolves `Drift`)."""
+    record(ctx, IngestEvent(ctx.chain_id, "verified", f"verify blocks {window.lo}..{window.hi}: no difference",
+                            detail={"job": "verify", "trigger": trigger, "from_block": window.lo,
+                                    "to_block": window.hi}))
+
+
 # --- the command ---------------------------------------------------------------------------
 
 
@@ -243,6 +251,8 @@ def verify_chain(ctx: IngestContext, hours: float, repair: bool, now: float) -> 
         log.error("failed chain=%s job=verify: %s", ctx.chain.name, exc)
         return ChainVerdict(ctx.chain, None, None, repair, error=str(exc))
     record_drift(ctx, tally, "command")
+    if not tally.differs:
+        record_verified(ctx, window, "command")
     return ChainVerdict(ctx.chain, window, tally, repair)
 
 
