@@ -1,4 +1,4 @@
-"""Load the upstream answer samples copied verbatim from /work/shared/upstream-samples/."""
+"""Load the upstream answer samples, copied verbatim from recorded public answers of the real services."""
 
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -59,7 +58,7 @@ QUEUED_JOBS = Gauge(
     "transfers_queued_jobs", "Worker jobs running or due", ["chain"], multiprocess_mode="livemax"
 )
 
-# Set when /metrics is scraped (any API process) and by the alert evaluation: the latest value wins.
+# Set when /metrics is scraped, by any API process: the latest value wins.
 DATABASE_SIZE = Gauge(
     "transfers_database_size_bytes", "Size of the database on disk", ["database"], multiprocess_mode="livemostrecent"
 )
@@ -68,31 +67,15 @@ PARTITION_MONTH = Gauge(
     "Start of the oldest and of the newest (made ahead) monthly partition, unix seconds", ["end"],
     multiprocess_mode="livemostrecent",
 )
-ALERTS_FIRING = Gauge(
-    "transfers_alerts_firing", "1 while an alert fires for a chain, 0 once it resolved", ["alert", "chain"],
-    multiprocess_mode="livemostrecent",
-)
 
 API_LATENCY = Histogram(
     "transfers_api_request_seconds", "API request latency by route", ["route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 CACHE_REQUESTS = Counter("transfers_cache_requests", "Warm-cache lookups by result (hit, miss)", ["result"])
-
-_firing: set[tuple[str, str]] = set()
-_firing_lock = threading.Lock()
-
-
-def set_alerts_firing(firing: Iterable[tuple[str, str]]) -> None:
-    """The (alert, chain) pairs firing now: each set to 1, those that fired before and no longer to 0."""
-    now = set(firing)
-    with _firing_lock:
-        for alert, chain in _firing - now:
-            ALERTS_FIRING.labels(alert, chain).set(0)
-        for alert, chain in now:
-            ALERTS_FIRING.labels(alert, chain).set(1)
-        _firing.clear()
-        _firing.update(now)
+ALERTS_FIRING = Gauge("transfers_alerts_firing", "1 while the alert fires for the chain", ["alert", "chain"],
+                      multiprocess_mode="livemax")
+_alerts_shown: set[tuple[str, str]] = set()
 
 
 def set_storage(database: str, size_bytes: int, oldest_month: int | None, newest_month: int | None) -> None:
@@ -157,3 +140,11 @@ def counter_totals(name: str, label: str) -> dict[str, float]:
                 key = sample.labels.get(label, "")
                 totals[key] = totals.get(key, 0.0) + sample.value
     return totals
+
+
+def set_alerts_firing(firing: Iterable[tuple[str, str]]) -> None:
+    """(alert, chain) pairs firing now: 1 for each, 0 for those that fired before and no longer do."""
+    now = set(firing)
+    for alert, chain in _alerts_shown | now:
+        ALERTS_FIRING.labels(alert, chain).set(1 if (alert, chain) in now else 0)
+    _alerts_shown.update(now)

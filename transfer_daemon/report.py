@@ -128,6 +128,7 @@ def chain_report(conn: psycopg.Connection, config: Config, chain: ChainConfig,
         "lastSuccess": _event(store.last_event(conn, chain.id, SUCCESS_STATUSES)),
         "lastError": _event(store.last_event(conn, chain.id, ("error",))),
         "errorsLastMinute": errors,
+        "lastVerify": _event(store.last_event(conn, chain.id, ("drift",))),
         "alerts": _alerts(config, view["ingestLagSeconds"], errors),
     }
 

@@ -197,8 +197,8 @@ def warm(config: Config, conn, cache: WarmCache | None = None) -> int:
     for chain_ids in targets:
         key = page_key(chain_ids, WARM_PAGE_SIZE, "desc", snapshot)
         cache.put(key, compute_page(conn, chain_ids, WARM_PAGE_SIZE, "desc"))
-    log.info("warmed %d pages for chains %s in %.3f s", len(targets), ",".join(map(str, ids)),
-             time.monotonic() - started)
+    log.debug("warmed %d pages for chains %s in %.3f s", len(targets), ",".join(map(str, ids)),
+              time.monotonic() - started)
     return len(targets)
 
 

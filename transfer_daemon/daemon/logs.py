@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from transfer_daemon.config import Config
+from transfer_daemon.daemon.alert_sinks import alert_secrets
 from transfer_daemon.redact import redact
 
 RECORD_MARK = "\x1e"
@@ -49,9 +50,11 @@ class ContextFilter(logging.Filter):
 
 
 def secrets_from_config(config: Config, environ: Mapping[str, str] | None = None) -> set[str]:
-    """Values of every environment variable a chain names as its api_key_env."""
+    """Values of every environment variable a chain names as its api_key_env, and the alert
+    receivers' tokens and passwords."""
     environ = os.environ if environ is None else environ
     values = {environ.get(chain.api_key_env, "") for chain in config.chains if chain.api_key_env}
+    values |= alert_secrets(config.alerts, environ)
     return {v for v in values if len(v) >= _MIN_SECRET_LENGTH}
 
 

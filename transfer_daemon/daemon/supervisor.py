@@ -23,6 +23,8 @@ from typing import Any, NoReturn
 import setproctitle
 
 from transfer_daemon.config import Config, ConfigError, dotenv_world_readable, load_config
+from transfer_daemon.daemon.alert_monitor import AlertMonitor
+from transfer_daemon.daemon.alert_sinks import build_sinks
 from transfer_daemon.daemon.child import Child, ChildSpec, RestartPolicy, State
 from transfer_daemon.daemon.heartbeat import Heartbeat
 from transfer_daemon.daemon.logs import LogPipeline
@@ -105,8 +107,11 @@ def database_plan(bootstrap: Callable[[Config], str] = bootstrap_database) -> Sp
 class Supervisor:
     def __init__(self, config: Config, *, build_specs: SpecBuilder, load: Callable[[], Config],
                  pipeline: LogPipeline, pidfile: PidFile, policy: RestartPolicy | None = None,
-                 on_ready: Callable[[], None] | None = None) -> None:
+                 on_ready: Callable[[], None] | None = None,
+                 monitor: Callable[[Config, Callable[[], dict]], AlertMonitor] | None = None) -> None:
         self.config = config
+        self._new_monitor = monitor
+        self.monitor: AlertMonitor | None = None
         self.build_specs = build_specs
         self.load = load
         self.pipeline = pipeline
@@ -141,6 +146,8 @@ class Supervisor:
                 self._publish()
             log.info("stopped: every child has exited")
         finally:
+            if self.monitor is not None:
+                self.monitor.stop(timeout_s=min(5.0, self.config.daemon.shutdown_timeout))
             self._kill_leftovers()
             self.pipeline.close_channels()
             self._publish(final=True)
@@ -157,6 +164,9 @@ class Supervisor:
             raise TransferDaemonError(f"start failed: {redact_url(str(exc))}") from None
         self._apply_specs(specs, time.monotonic())
         log.info("started supervisor (pid %d) with %d children", self._pid, len(self.children))
+        if self._new_monitor is not None:
+            self.monitor = self._new_monitor(self.config, lambda: dict((self._published or {}).get("children", {})))
+            self.monitor.start()
         if self.on_ready:
             self.on_ready()
 
@@ -376,6 +386,8 @@ class Supervisor:
         try:
             config = self.load()
             specs = self.build_specs(config)
+            if self.monitor is not None:
+                self.monitor.reload(config)
         except ConfigError as exc:
             log.error("reload failed: %s; keeping the running config", exc)
             return
@@ -465,6 +477,7 @@ def _detach() -> tuple[int | None, int | None]:
 def run_start(config: Config, *, foreground: bool = True, announce: Callable[[str], None] = print,
               build_specs: SpecBuilder | None = None, policy: RestartPolicy | None = None) -> int:
     """`transfer-daemon start`: pidfile, logging, database, children; returns the exit status."""
+    build_sinks(config.alerts)  # a receiver's variable unset: ConfigError naming it, before anything starts
     pidfile = PidFile(config.daemon.pidfile)
     try:
         stale = pidfile.acquire()
@@ -498,5 +511,6 @@ def run_start(config: Config, *, foreground: bool = True, announce: Callable[[st
             os.close(ready_fd)
 
     supervisor = Supervisor(config, build_specs=build_specs or database_plan(), load=lambda: load_config(config.path),
-                            pipeline=pipeline, pidfile=pidfile, policy=policy, on_ready=ready)
+                            pipeline=pipeline, pidfile=pidfile, policy=policy, on_ready=ready,
+                            monitor=AlertMonitor if build_specs is None else None)
     return supervisor.run()

@@ -16,6 +16,7 @@ from transfer_daemon import metrics, store
 from transfer_daemon.config import ChainConfig, Config
 from transfer_daemon.errors import InvalidApiKey, UpstreamError
 from transfer_daemon.ingest import planning
+from transfer_daemon.ingest.activity import Activity
 from transfer_daemon.model import Cursor, IngestEvent
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class IngestContext:
     auth_failed: bool = False  # InvalidApiKey: stop calling until the config is reloaded
     backfill_span: int = 0
     cache: Any = None  # transfer_daemon.cache.WarmCache, opened lazily by `warm`
+    activity: Activity = field(default_factory=Activity)  # the sync job's once-a-minute log line
 
     @property
     def chain_id(self) -> int:

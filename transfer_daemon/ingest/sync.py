@@ -84,8 +84,13 @@ def _commit_sync(ctx: IngestContext, result: Any, lo: int, first_known: int, hea
         new = store.write_batch(conn, ctx.chain_id, result.transfers, cursor=cursor, event=event,
                                 quarantined=result.quarantined, synced_to_head=at_head)
     count_rows(ctx, new, quarantined)
-    log.info("ingested chain=%s job=sync blocks=%d..%d rows=%d new=%d quarantined=%d",
-             ctx.chain.name, lo, result.covered_to, len(result.transfers), new, quarantined)
+    log.debug("ingested chain=%s job=sync blocks=%d..%d rows=%d new=%d quarantined=%d",
+              ctx.chain.name, lo, result.covered_to, len(result.transfers), new, quarantined)
+    summary = ctx.activity.note(ctx.clock(), lo, result.covered_to, new, quarantined)
+    if summary is not None:
+        log.info("ingested chain=%s job=sync rows=%d quarantined=%d blocks=%d..%d cycles=%d in %.0fs",
+                 ctx.chain.name, summary["rows"], summary["quarantined"], summary["first_block"],
+                 summary["last_block"], summary["cycles"], summary["seconds"])
     return new
 
 
