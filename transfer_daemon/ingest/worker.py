@@ -173,8 +173,10 @@ class JobRunner:
                 self.scheduler.pause_job(job_id)
 
     def _backfill(self, ctx: context.IngestContext) -> None:
-        # bounded by the poll interval so a sync sharing the one executor thread is never starved
         progress = metrics.BACKFILL_PROGRESS.labels(ctx.chain.name)
+        with ctx.pool.connection() as conn:  # the share syncs added since, before a window commits
+            progress.set(planning.backfill_share(store.get_cursor(conn, ctx.chain_id)))
+        # bounded by the poll interval so a sync sharing the one executor thread is never starved
         if backfill_job.backfill(ctx, budget_s=ctx.chain.poll_interval_s,
                                  progress=lambda cursor: progress.set(planning.backfill_share(cursor))):
             progress.set(1.0)
