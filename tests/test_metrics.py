@@ -76,10 +76,11 @@ def value(samples: Scrape, name: str, labels: dict[str, str]) -> float | None:
 def rig(tmp_path, empty_database_url, monkeypatch):
     for name, setting in ENVIRON.items():
         monkeypatch.setenv(name, setting)
-    knobs = {"rate_limit": 0.0, "fault_rate": 0.05, "fault_types": ("http_5xx",), "reorg_every": 10,
-             "reorg_depth": 2, "poison_every": 15}
+    # a reorg deeper than the blocks a sync cycle adds, so each one rewrites the stored head
+    knobs = {"rate_limit": 0.0, "fault_rate": 0.05, "fault_types": ("http_5xx",), "reorg_every": 8,
+             "reorg_depth": 4, "poison_every": 15}
     sim = Sim(sim_config("etherscan_logs", **knobs))
-    config = make_config(tmp_path, sim, "etherscan_logs", rate_limit_per_sec=15, page_size=50)
+    config = make_config(tmp_path, sim, "etherscan_logs", rate_limit_per_sec=15, page_size=50, confirmations=5)
     migrate(empty_database_url)
     app = create_app(config, empty_database_url)  # metrics in files shared by every process, as deployed
     with warnings.catch_warnings():  # clear() warns that files keep their values: only the children go
