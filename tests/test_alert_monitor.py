@@ -47,11 +47,12 @@ def _running(*names: str) -> dict[str, dict]:
 def test_chain_facts_come_from_the_report() -> None:
     report = {"id": 1, "name": "ethereum", "ingestLagSeconds": 12.5, "errorsLastMinute": 7,
               "worker": {"state": "FATAL"}, "halted": {"at": "x"}, "paused": {"reason": "daily_cap"},
-              "lastVerify": {"rows": 2}}
+              "lastVerify": {"status": "drift", "rows": 2}}
     facts = chain_facts(report, 100.0)
     assert (facts.lag_s, facts.errors_last_min, facts.worker_state, facts.running_since) == (12.5, 7, "FATAL", 100.0)
     assert facts.halted and facts.auth_failed and facts.drift
-    quiet = chain_facts({"id": 25, "name": "cronos", "worker": {"state": "RUNNING"}, "lastVerify": {"rows": 0}}, None)
+    quiet = chain_facts({"id": 25, "name": "cronos", "worker": {"state": "RUNNING"},
+                         "lastVerify": {"status": "verified", "rows": 0}}, None)
     assert (quiet.lag_s, quiet.halted, quiet.auth_failed, quiet.drift) == (None, False, False, False)
 
 
@@ -113,9 +114,13 @@ def test_one_monitor_evaluates_per_database(store_url, tmp_path) -> None:
         first.evaluate_once()
         second.evaluate_once()
         assert first._holder and not second._holder
-        first.stop(timeout_s=2)
-        second.evaluate_once()
-        assert second._holder
+        first.stop(timeout_s=2)  # its backend releases the lock once it has exited: a moment later
+
+        def takes_over() -> bool:
+            second.evaluate_once()
+            return second._holder
+
+        wait_until(takes_over, what="the second monitor to take the lock")
     finally:
         second.stop(timeout_s=2)
 

@@ -13,7 +13,6 @@ from transfer_daemon.errors import InvalidApiKey
 from transfer_daemon.ingest import backfill as backfill_job
 from transfer_daemon.ingest import context, planning, upkeep
 from transfer_daemon.ingest import sync as sync_job
-from transfer_daemon.model import Transfer
 
 
 @pytest.fixture
@@ -133,24 +132,6 @@ def test_invalid_api_key_raises_an_alert_and_stops_calling(run):
     with ctx.pool.connection() as conn:
         events = store.recent_events(conn, ctx.chain_id, statuses=["alert"])
     assert len(events) == 1 and "invalid API key" in events[0]["message"]
-
-
-def test_verify_records_zero_drift_then_the_extra_row_it_finds(run):
-    sim, ctx = run("etherscan_logs")
-    assert backfill_job.backfill(ctx)
-    cursor = get_cursor(ctx.pool, ctx.chain_id)
-    assert upkeep.verify(ctx)["missing"] == upkeep.verify(ctx)["extra"] == 0
-    window = planning.verify_window(cursor, ctx.chain.confirmations, upkeep.VERIFY_BLOCKS, ctx.clock())
-    stray = Transfer(chain_id=ctx.chain_id, block_number=window.lo, time_stamp=1_700_000_000, tx_hash=b"\x99" * 32,
-                     log_index=0, from_address=b"\1" * 20, to_address=b"\2" * 20, value=5,
-                     contract_address=bytes.fromhex(sim.chain_info["contracts"][0][2:]))
-    with ctx.pool.connection() as conn:
-        store.write_batch(conn, ctx.chain_id, [stray], cursor=None, event=None)
-    detail = upkeep.verify(ctx)
-    assert detail["extra"] == 1 and detail["missing"] == 0
-    with ctx.pool.connection() as conn:
-        drift = store.recent_events(conn, ctx.chain_id, statuses=["drift"])
-    assert drift[0]["rows"] == 1
 
 
 def test_retention_records_what_it_dropped(run):

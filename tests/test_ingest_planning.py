@@ -185,19 +185,3 @@ def test_next_span_aims_at_the_rows_goal_within_bounds(span, rows, goal, expecte
 
 
 # --- verify ---
-
-
-def test_verify_window_is_settled_and_rotates_by_day():
-    cursor = Cursor(1, synced_block=1012, backfilled_block=1)
-    first = p.verify_window(cursor, 12, 100, now=0)
-    assert first == p.Window(901, 1000)
-    second = p.verify_window(cursor, 12, 100, now=DAY + 5)
-    assert second == p.Window(801, 900)
-    assert p.verify_window(cursor, 12, 100, now=DAY * 10) == first  # 10 slots: back to the top
-    assert p.verify_window(cursor, 12, 100, now=DAY + 99) == second  # same day, same blocks
-
-
-def test_verify_window_small_or_empty_ranges():
-    assert p.verify_window(Cursor(1, synced_block=50, backfilled_block=10), 12, 100, 0) == p.Window(10, 38)
-    assert p.verify_window(Cursor(1, synced_block=20, backfilled_block=10), 12, 100, 0) is None
-    assert p.verify_window(Cursor(1), 12, 100, 0) is None

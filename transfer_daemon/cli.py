@@ -141,6 +141,34 @@ def backfill(config_path: str | None, chain: str, days: int | None) -> None:
 
 
 @main.command()
+@CONFIG_OPTION
+@click.option("--chain", default=None, help="Only this chain (name or id); default every chain.")
+@click.option("--hours", type=click.IntRange(min=1), default=24, show_default=True,
+              help="Compare the last N hours, up to `confirmations` below the head.")
+@click.option("--repair", is_flag=True,
+              help="Re-ingest the blocks that differ, one transaction per block (the exit status still reports "
+                   "the difference found; run verify again to confirm).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_reports_errors
+def verify(config_path: str | None, chain: str | None, hours: int, repair: bool, as_json: bool) -> None:
+    """Compare a settled window with the upstream, transfer by transfer.
+
+    Exit 0 when every chain matches, 1 when one differs (named, with counts) or could not be read.
+    """
+    config = _load(config_path)
+    try:
+        names = [c.name for c in config.chains] if chain is None else [config.chain(chain).name]
+    except KeyError:
+        known = ", ".join(c.name for c in config.chains)
+        raise click.BadParameter(f"unknown chain {chain!r} (configured: {known})", param_hint="'--chain'") from None
+    from transfer_daemon.ingest.verify import document, render, verify_command
+
+    report = verify_command(config, names, hours, repair)
+    click.echo(json.dumps(document(report), indent=2) if as_json else render(report))
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
 @click.option("--port", type=click.IntRange(0, 65535), default=8545, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--chains", default="1:etherscan,25:rpc_logs", show_default=True,

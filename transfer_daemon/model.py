@@ -160,7 +160,7 @@ class IngestEvent:
     """One line of a chain's ingest history (`ingest_events`)."""
 
     chain_id: int
-    status: str  # ingested | reorg | quarantined | error | alert | drift | halted | retention
+    status: str  # ingested | reorg | quarantined | error | alert | drift | verified | repair | halted | retention
     message: str = ""
     rows: int = 0
     detail: dict = field(default_factory=dict)

@@ -23,6 +23,8 @@ from transfer_daemon.model import Cursor, iso_utc
 from transfer_daemon.redact import redact_url
 
 SUCCESS_STATUSES = ("ingested", "reorg")
+#: a verify's outcome: `drift` (it found a difference) or `verified` (a whole window matched)
+VERIFY_STATUSES = ("drift", "verified")
 ERROR_WINDOW_S = 60.0
 CONNECT_TIMEOUT_S = 3
 #: worker states in which a chain counts as healthy (unknown: the supervisor has not listed it yet)
@@ -128,7 +130,7 @@ def chain_report(conn: psycopg.Connection, config: Config, chain: ChainConfig,
         "lastSuccess": _event(store.last_event(conn, chain.id, SUCCESS_STATUSES)),
         "lastError": _event(store.last_event(conn, chain.id, ("error",))),
         "errorsLastMinute": errors,
-        "lastVerify": _event(store.last_event(conn, chain.id, ("drift",))),
+        "lastVerify": _event(store.last_event(conn, chain.id, VERIFY_STATUSES)),
         "alerts": _alerts(config, view["ingestLagSeconds"], errors),
     }
 

@@ -44,7 +44,7 @@ def chain_facts(chain_report: dict[str, Any], running_since: float | None) -> Ch
         errors_last_min=chain_report.get("errorsLastMinute") or 0,
         worker_state=chain_report["worker"]["state"], running_since=running_since,
         halted=bool(chain_report.get("halted")), auth_failed=paused.get("reason") in ("invalid_key", "daily_cap"),
-        drift=bool(verify.get("rows")),
+        drift=verify.get("status") == "drift",
     )
 
 

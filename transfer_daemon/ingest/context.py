@@ -39,6 +39,7 @@ class IngestContext:
     backfill_span: int = 0
     cache: Any = None  # transfer_daemon.cache.WarmCache, opened lazily by `warm`
     activity: Activity = field(default_factory=Activity)  # the sync job's once-a-minute log line
+    verify_pass: Any = None  # transfer_daemon.ingest.verify.Progress of the nightly pass under way
 
     @property
     def chain_id(self) -> int:

@@ -12,7 +12,8 @@ empty range); sync grows it upward, backfill downward.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from transfer_daemon.model import Cursor, Transfer
@@ -218,22 +219,83 @@ def backfilled_cursor(cursor: Cursor, window: Window, target: int, done: bool) -
 # --- verify -------------------------------------------------------------------------------
 
 
-def verify_window(cursor: Cursor, confirmations: int, size: int, now: float) -> Window | None:
-    """A settled window (older than `confirmations`, inside what is stored) to recount.
+# --- verify: a settled window of the last hours, compared transfer by transfer ------------
 
-    Deterministic in the day: successive nights walk the stored range, so over time every part
-    of the history is recounted, and a rerun on the same day checks the same blocks.
+#: What verify compares per transfer: its key — block, contract, log index, transaction (the
+#: chain is the caller's) — and what it says: sender, recipient, value.
+VerifyRow = tuple[int, bytes, int, bytes, bytes, bytes, int]
+
+
+def verify_row(transfer: Transfer) -> VerifyRow:
+    t = transfer
+    return (t.block_number, t.contract_address, t.log_index, t.tx_hash, t.from_address, t.to_address, t.value)
+
+
+def block_at_time(before: tuple[int, int], after: tuple[int, int], at: float) -> int:
+    """The first block at or after unix time `at`, interpolated between two (block, time) samples
+    around it (`before` older than `at`, `after` not): no stored block lies between them."""
+    (low_block, low_time), (high_block, high_time) = before, after
+    if high_block <= low_block + 1 or high_time <= low_time:
+        return low_block + 1
+    estimate = low_block + (at - low_time) * (high_block - low_block) / (high_time - low_time)
+    return max(low_block + 1, min(high_block, math.ceil(estimate)))
+
+
+def settled_window(cursor: Cursor, head: int, confirmations: int, oldest_stored: int | None,
+                   before: tuple[int, int] | None, after: tuple[int, int] | None,
+                   cutoff: float, now: float) -> Window | None:
+    """The blocks verify compares: from the block at time `cutoff` up to `confirmations` below the
+    head, inside what the store holds whole ([backfilled_block, synced_block]).
+
+    `before`/`after` are the stored (block, time) samples around the cutoff; with none after it,
+    the head at `now` stands in. With none before it, the store is younger than the window, which
+    then starts where the store does — never below its oldest stored block: retention drops old
+    months, and what it dropped would all read as missing.
     """
     if cursor.synced_block is None or cursor.backfilled_block is None:
         return None
-    hi = cursor.synced_block - confirmations
-    lo = cursor.backfilled_block
-    if hi < lo:
-        return None
-    span = hi - lo + 1
-    if span <= size:
-        return Window(lo, hi)
-    slots = span // size
-    slot = int(now // SECONDS_PER_DAY) % slots
-    top = hi - slot * size
-    return Window(top - size + 1, top)
+    hi = min(head - confirmations, cursor.synced_block)
+    lo = max(cursor.backfilled_block, oldest_stored if oldest_stored is not None else 0)
+    if before is not None:
+        lo = max(lo, block_at_time(before, after or (head, int(now)), cutoff))
+    return Window(lo, hi) if lo <= hi else None
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """Upstream against the store over one range: rows on each side, and per block how many rows
+    the store lacks (`missing`) or holds that the upstream does not (`extra`)."""
+
+    upstream: int
+    stored: int
+    missing: Mapping[int, int]
+    extra: Mapping[int, int]
+
+    @property
+    def missing_rows(self) -> int:
+        return sum(self.missing.values())
+
+    @property
+    def extra_rows(self) -> int:
+        return sum(self.extra.values())
+
+    @property
+    def blocks(self) -> list[int]:
+        return sorted(set(self.missing) | set(self.extra))
+
+
+def compare_transfers(upstream: Iterable[Transfer], stored: Iterable[Transfer]) -> Difference:
+    """Transfer by transfer (`verify_row`): a stored row whose key matches but whose sender,
+    recipient or value differs counts once missing and once extra."""
+    theirs = {verify_row(t) for t in upstream}
+    ours = {verify_row(t) for t in stored}
+    missing = Counter(row[0] for row in theirs - ours)
+    extra = Counter(row[0] for row in ours - theirs)
+    return Difference(len(theirs), len(ours), dict(missing), dict(extra))
+
+
+def blocks_to_repair(difference: Difference, delete_extra: bool) -> list[int]:
+    """Blocks to re-ingest, ascending: every block that differs; or, where the store must not
+    lose rows on the upstream's word alone (an explorer's index can miss rows for a while),
+    only the blocks where the upstream has rows the store lacks."""
+    return difference.blocks if delete_extra else sorted(difference.missing)

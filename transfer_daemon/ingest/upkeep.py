@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 
 from transfer_daemon import cache, store
-from transfer_daemon.ingest import planning
 from transfer_daemon.ingest.context import IngestContext, record
+from transfer_daemon.ingest.verify import REPAIR_MISSING, Progress, plan_window, record_drift, record_verified, walk
 from transfer_daemon.model import IngestEvent
 
 log = logging.getLogger(__name__)
 
-#: Blocks recounted by one verify run.
-VERIFY_BLOCKS = 2000
+#: Hours of settled history the nightly verify pass compares.
+VERIFY_HOURS = 24
+#: A pass still unfinished this long after it started gives way to a fresh one (its day moved on).
+STALE_PASS_S = 12 * 3600
 
 
 def warm(ctx: IngestContext) -> int:
@@ -36,27 +38,29 @@ def retention(ctx: IngestContext) -> list[str]:
     return list(dropped)
 
 
-def verify(ctx: IngestContext) -> dict | None:
-    """Recount a settled window upstream and compare with the store; record the drift."""
+def verify(ctx: IngestContext, budget_s: float | None = None) -> bool:
+    """Advance the nightly verify pass over the last settled day by at most `budget_s` seconds
+    (one chunk at least): compare with a fresh upstream read, re-ingest the blocks where the
+    upstream has rows the store lacks, record a `drift` event when the store differed.
+
+    The pass lives in `ctx.verify_pass` between runs (the worker resumes it shortly after a run
+    that ran out of budget). Returns True when no pass remains: done, or nothing to verify.
+    """
     if not ctx.may_call_upstream:
-        return None
-    with ctx.pool.connection() as conn:
-        cursor = store.get_cursor(conn, ctx.chain_id)
-    window = planning.verify_window(cursor, ctx.chain.confirmations, VERIFY_BLOCKS, ctx.clock())
-    if window is None:
-        return None
-    result = ctx.source.fetch_blocks(window.lo, window.hi, max_calls=ctx.chain.max_pages_per_cycle)
-    if result.covered_to < window.lo:
-        return None
-    upstream = {planning.transfer_key(t) for t in result.transfers}
-    with ctx.pool.connection() as conn:
-        stored = store.known_transfer_keys(conn, ctx.chain_id, window.lo, result.covered_to)
-    detail = {"from_block": window.lo, "to_block": result.covered_to, "upstream": len(upstream),
-              "stored": len(stored), "missing": len(upstream - stored), "extra": len(stored - upstream)}
-    drift = detail["missing"] + detail["extra"]
-    record(ctx, IngestEvent(ctx.chain_id, "drift", f"verify blocks {window.lo}..{result.covered_to}: drift {drift}",
-                             rows=drift, detail=detail))
-    level = logging.WARNING if drift else logging.INFO
-    log.log(level, "verified chain=%s blocks=%d..%d upstream=%d stored=%d missing=%d extra=%d", ctx.chain.name,
-            window.lo, result.covered_to, detail["upstream"], detail["stored"], detail["missing"], detail["extra"])
-    return detail
+        return True
+    now = ctx.clock()
+    progress = ctx.verify_pass
+    if progress is None or now - progress.started_at > STALE_PASS_S:
+        window = plan_window(ctx, VERIFY_HOURS, now)
+        progress = ctx.verify_pass = None if window is None else Progress.start(ctx.chain, window, now)
+        if progress is None:
+            return True
+    tally = walk(ctx, progress, REPAIR_MISSING, None if budget_s is None else now + budget_s)
+    if tally.to_block >= tally.from_block:
+        record_drift(ctx, tally, "nightly")
+        progress.differed |= tally.differs
+    if progress.done:
+        ctx.verify_pass = None
+        if not progress.differed:
+            record_verified(ctx, progress.window, "nightly")
+    return progress.done

@@ -43,6 +43,8 @@ HOUR = 3600
 DAY = 86400
 #: Seconds between the main loop's heartbeats and lock checks.
 TICK_S = 1.0
+#: Seconds between the runs of an unfinished nightly verify pass.
+VERIFY_RESUME_S = 60.0
 
 
 def _install_signal_handlers(stopping: threading.Event) -> None:
@@ -157,7 +159,7 @@ class JobRunner:
         add("warm", upkeep.warm, "interval", seconds=HOUR)
         add("retention", upkeep.retention, "interval", seconds=DAY, next_run_time=now + timedelta(seconds=5))
         # nightly, spread over the hour by chain so several chains don't verify at once
-        add("verify", upkeep.verify, "cron", hour=3, minute=chain.id % 60)
+        add("verify", self._verify, "cron", hour=3, minute=chain.id % 60)
         self._read_synced_at()
         self.scheduler.start()
 
@@ -182,6 +184,12 @@ class JobRunner:
             progress.set(1.0)
             self.scheduler.reschedule_job("backfill", trigger="interval", seconds=HOUR)
 
+    def _verify(self, ctx: context.IngestContext) -> None:
+        # bounded like backfill so a sync sharing the executor thread is never starved; an
+        # unfinished pass resumes shortly, and once the day is covered the cron waits for the next night
+        if not upkeep.verify(ctx, budget_s=ctx.chain.poll_interval_s):
+            self._run_soon("verify", delay_s=VERIFY_RESUME_S)
+
     def _tracked(self, name: str, body: Callable[[context.IngestContext], object]) -> Callable[[], None]:
         def run() -> None:
             with self._lock:
@@ -198,10 +206,10 @@ class JobRunner:
 
         return run
 
-    def _run_soon(self, job_id: str) -> None:
+    def _run_soon(self, job_id: str, delay_s: float = 0.0) -> None:
         job = self.scheduler.get_job(job_id)
         if job is not None:
-            job.modify(next_run_time=datetime.now().astimezone())
+            job.modify(next_run_time=datetime.now().astimezone() + timedelta(seconds=delay_s))
 
     def queued_jobs(self, now: datetime) -> int:
         """Jobs running or due (their next run time has passed): the chain's backlog."""

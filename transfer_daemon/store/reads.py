@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import psycopg
 
 from transfer_daemon.db import partitions
-from transfer_daemon.model import Cursor
+from transfer_daemon.model import Cursor, Transfer
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +156,42 @@ def data_version(conn: psycopg.Connection, chain_id: int) -> int:
     """Bumps in the same transaction as every write that changes the chain's transfers."""
     row = conn.execute("SELECT data_version FROM ingest_cursors WHERE chain_id = %s", (chain_id,)).fetchone()
     return 0 if row is None else row[0]
+
+
+def stored_transfers(conn: psycopg.Connection, chain_id: int, contracts: Sequence[bytes], from_block: int,
+                     to_block: int) -> list[Transfer]:
+    """The chain's stored transfers of `contracts` in [from_block, to_block], without block hash
+    and gas fields (what verify compares)."""
+    rows = conn.execute(
+        "SELECT t.block_number, t.time_stamp, t.tx_hash, t.log_index, t.from_address, t.to_address, t.value,"
+        " s.contract FROM streams s JOIN transfers t ON t.stream_id = s.stream_id"
+        " WHERE s.chain_id = %(c)s AND s.contract = ANY(%(contracts)s) AND t.block_number BETWEEN %(a)s AND %(b)s"
+        " AND t.time_stamp >= (SELECT time_stamp FROM blocks WHERE chain_id = %(c)s AND block_number >= %(a)s"
+        "  ORDER BY block_number LIMIT 1)"
+        " AND t.time_stamp <= (SELECT time_stamp FROM blocks WHERE chain_id = %(c)s AND block_number <= %(b)s"
+        "  ORDER BY block_number DESC LIMIT 1)",
+        {"c": chain_id, "contracts": list(contracts), "a": from_block, "b": to_block}, prepare=False,
+    )
+    return [Transfer(chain_id, block, stamp, bytes(tx), log_index, bytes(sender), bytes(recipient), int(value),
+                     bytes(contract))
+            for block, stamp, tx, log_index, sender, recipient, value, contract in rows]
+
+
+def blocks_around(conn: psycopg.Connection, chain_id: int, at: int
+                  ) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """(block, time) of the newest stored block older than unix time `at`, and of the stored block
+    after it; None where there is none. Read backward from the newest block: cheap for a recent `at`."""
+    row = conn.execute(
+        "SELECT o.block_number, o.time_stamp, n.block_number, n.time_stamp FROM (SELECT 1) one"
+        " LEFT JOIN LATERAL (SELECT block_number, time_stamp FROM blocks WHERE chain_id = %(c)s"
+        "  AND time_stamp < %(at)s ORDER BY block_number DESC LIMIT 1) o ON true"
+        " LEFT JOIN LATERAL (SELECT block_number, time_stamp FROM blocks WHERE chain_id = %(c)s"
+        "  AND block_number > o.block_number ORDER BY block_number LIMIT 1) n ON true",
+        {"c": chain_id, "at": at}, prepare=False,
+    ).fetchone()
+    before = None if row[0] is None else (row[0], row[1])
+    after = None if row[2] is None else (row[2], row[3])
+    return before, after
 
 
 def storage_stats(conn: psycopg.Connection) -> StorageStats:

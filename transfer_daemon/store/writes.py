@@ -391,6 +391,80 @@ def record_event(conn: psycopg.Connection, event: IngestEvent) -> None:
             _update_chain_state(conn, event.chain_id, None, 0, False)
 
 
+def _block_time_bounds(conn: psycopg.Connection, chain_id: int, block: int,
+                       transfers: Sequence[Transfer]) -> tuple[int, int] | None:
+    """Times a stored row of `block` can carry: from the stored block below it to the one above it
+    (block time never decreases with the number), the block's own and the new rows' times
+    included. None: nothing is stored around it."""
+    stamps = conn.execute(
+        "SELECT (SELECT time_stamp FROM blocks WHERE chain_id = %(c)s AND block_number < %(b)s"
+        "  ORDER BY block_number DESC LIMIT 1),"
+        " (SELECT time_stamp FROM blocks WHERE chain_id = %(c)s AND block_number = %(b)s),"
+        " (SELECT time_stamp FROM blocks WHERE chain_id = %(c)s AND block_number > %(b)s"
+        "  ORDER BY block_number LIMIT 1)",
+        {"c": chain_id, "b": block}, prepare=False,
+    ).fetchone()
+    known = [t for t in stamps if t is not None] + [t.time_stamp for t in transfers]
+    return (min(known), max(known)) if known else None
+
+
+def _delete_absent(conn: psycopg.Connection, chain_id: int, block: int, streams: Sequence[int],
+                   transfers: Sequence[Transfer], stream_of: dict[bytes, int]) -> int:
+    """Delete the block's rows of `streams` that `transfers` does not hold as they are; returns how many."""
+    bounds = _block_time_bounds(conn, chain_id, block, transfers)
+    if bounds is None:
+        return 0
+    rows = [(stream_of[t.contract_address], t.time_stamp, t.log_index, t.tx_hash, t.from_address, t.to_address,
+             t.value) for t in transfers]
+    kept = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(7)]
+    return conn.execute(
+        "WITH gone AS (DELETE FROM transfers t WHERE t.stream_id = ANY(%s) AND t.time_stamp BETWEEN %s AND %s"
+        " AND t.block_number = %s AND NOT EXISTS (SELECT FROM unnest(%s::int2[], %s::int8[], %s::int4[],"
+        "  %s::bytea[], %s::bytea[], %s::bytea[], %s::numeric[]) k(stream_id, time_stamp, log_index, tx_hash,"
+        "  from_address, to_address, value) WHERE (k.stream_id, k.time_stamp, k.log_index, k.tx_hash,"
+        "  k.from_address, k.to_address, k.value) = (t.stream_id, t.time_stamp, t.log_index, t.tx_hash,"
+        "  t.from_address, t.to_address, t.value)) RETURNING 1) SELECT count(*) FROM gone",
+        (list(streams), *bounds, block, *kept), prepare=False,
+    ).fetchone()[0]
+
+
+def _forget_empty_block(conn: psycopg.Connection, chain_id: int, block: int) -> None:
+    """Delete the block's row unless a transfer of the chain (of any contract) is still stored in it."""
+    conn.execute(
+        "DELETE FROM blocks b WHERE b.chain_id = %(c)s AND b.block_number = %(b)s AND NOT EXISTS ("
+        " SELECT FROM transfers t WHERE t.stream_id IN (SELECT stream_id FROM streams WHERE chain_id = %(c)s)"
+        " AND t.time_stamp = b.time_stamp AND t.block_number = b.block_number)",
+        {"c": chain_id, "b": block}, prepare=False,
+    )
+
+
+def replace_block(conn: psycopg.Connection, chain_id: int, block: int, transfers: Sequence[Transfer], *,
+                  contracts: Iterable[bytes], event: IngestEvent | None) -> tuple[int, int]:
+    """Make one stored block hold exactly `transfers` for `contracts` (verify's repair), in one
+    transaction under the chain's write lock, so it is safe beside a running worker: stored rows
+    not among `transfers` are deleted, missing ones inserted, the block's time and hash replaced
+    (the block forgotten when it holds no transfer any more), the event recorded. The cursor and
+    the chain's freshness (`synced_at`) are left alone. Returns (deleted, inserted)."""
+    if any(t.block_number != block or t.chain_id != chain_id for t in transfers):
+        raise ValueError(f"replace_block: every transfer must be of chain {chain_id}, block {block}")
+    require_idle(conn)
+    stream_of = _stream_ids(conn, chain_id, set(contracts) | set(map(_contract, transfers)))
+    _ensure_partitions(conn, _Span.of(transfers) if transfers else None)
+    _ensure_staging(conn)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (WRITE_LOCK_CLASS, chain_id & 0x7FFFFFFF))
+        deleted = _delete_absent(conn, chain_id, block, sorted(set(stream_of.values())), transfers, stream_of)
+        inserted = _insert_rows(conn, stream_of, transfers, None) if transfers else 0
+        if transfers:
+            _upsert_blocks(conn, chain_id, transfers, new_range=False)
+        else:
+            _forget_empty_block(conn, chain_id, block)
+        _update_chain_state(conn, chain_id, None, inserted - deleted, bool(inserted or deleted))
+        _insert_events(conn, event, ())
+    log.info("replaced chain=%s block=%d deleted=%d inserted=%d", chain_id, block, deleted, inserted)
+    return deleted, inserted
+
+
 def record_synced(conn: psycopg.Connection, chain_id: int) -> None:
     """A sync found the cursor at the upstream's head, nothing to fetch: the chain is fresh as of now."""
     conn.execute("UPDATE ingest_cursors SET synced_at = now() WHERE chain_id = %s", (chain_id,))
