@@ -57,10 +57,12 @@ def migrated(url: str) -> str:
 
 
 def write(url: str, chain_id: int, transfers: list[Transfer], *, synced_block: int | None = None) -> int:
-    """One committed batch, with the cursor and the event that report it (as the worker writes)."""
+    """One committed batch, with the cursor and the event that report it, as a worker's sync that
+    reached the head writes it."""
     top = synced_block if synced_block is not None else max((t.block_number for t in transfers), default=0)
     with psycopg.connect(url, autocommit=True) as conn:
         return store.write_batch(
             conn, chain_id, transfers, cursor=Cursor(chain_id, synced_block=top),
             event=IngestEvent(chain_id, "ingested", f"{len(transfers)} rows", rows=len(transfers)),
+            synced_to_head=True,
         )

@@ -4,7 +4,8 @@
 
 Each configured chain becomes a worker whose behaviour its name picks (prefix before the first
 '-'): ok (beats, exits on SIGTERM), crash (exits 3 at once), hang (never beats), stubborn
-(ignores SIGTERM), leaky (logs its secrets, then behaves like ok). An `api` child runs like ok.
+(ignores SIGTERM), leaky (logs its secrets, then behaves like ok), busy (publishes a backlog of 2
+queued jobs and a backfill span of 500 blocks, then behaves like ok). An `api` child runs like ok.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 
 from transfer_daemon.config import Config, ConfigError, load_config
 from transfer_daemon.daemon.child import ChildSpec, RestartPolicy
+from transfer_daemon.daemon.heartbeat import Heartbeat
 from transfer_daemon.daemon.supervisor import fingerprint, run_start
 from transfer_daemon.errors import TransferDaemonError
 
@@ -65,11 +67,17 @@ def run_leaky(config: Config, chain: str, url: str, heartbeat: Callable[[], None
     _serve(chain, heartbeat)
 
 
+def run_busy(config: Config, chain: str, url: str, heartbeat: Heartbeat) -> None:
+    heartbeat.publish(2, 500)
+    _serve(chain, heartbeat)
+
+
 def run_api(config: Config, url: str) -> None:
     _serve("api", None)
 
 
-TARGETS = {"ok": run_ok, "crash": run_crash, "hang": run_hang, "stubborn": run_stubborn, "leaky": run_leaky}
+TARGETS = {"ok": run_ok, "crash": run_crash, "hang": run_hang, "stubborn": run_stubborn, "leaky": run_leaky,
+           "busy": run_busy}
 
 
 def build_specs(config: Config) -> list[ChildSpec]:

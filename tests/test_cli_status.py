@@ -95,7 +95,7 @@ def test_reports_worker_state_and_store_facts(tmp_path: Path, database_url: str,
     with psycopg.connect(database_url, autocommit=True) as conn:
         store.write_batch(conn, 1, transfers, cursor=Cursor(1, synced_block=1007, backfilled_block=1000,
                                                             backfill_target_block=1000, backfill_done=True),
-                          event=IngestEvent(1, "ingested", "50 rows", rows=50))
+                          event=IngestEvent(1, "ingested", "50 rows", rows=50), synced_to_head=True)
         store.record_event(conn, IngestEvent(1, "error", "upstream 503 from http://x/?apikey=SECRETKEY"))
     pidfile = PidFile(tmp_path / "data" / "transfer-daemon.pid")
     pidfile.acquire()

@@ -21,7 +21,7 @@ from transfer_daemon.state import STATE_FILENAME, write_state
 
 #: figures that do not depend on the instant each view was asked
 STABLE = ("id", "name", "kind", "dataSource", "worker", "queuedJobs", "rows", "oldest", "newest", "backfill",
-          "lastIngestedAt", "lastSuccess", "lastError", "errorsLastMinute", "alerts")
+          "lastIngestedAt", "stale", "history", "lastSuccess", "lastError", "errorsLastMinute", "alerts")
 
 
 def _config(root: Path, url: str) -> Config:
@@ -43,14 +43,14 @@ def _seed(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         store.write_batch(conn, 1, rows, cursor=Cursor(1, synced_block=110, backfilled_block=100,
                                                        backfill_target_block=90, backfill_done=False),
-                          event=IngestEvent(1, "ingested", "7 rows", rows=7))
+                          event=IngestEvent(1, "ingested", "7 rows", rows=7), synced_to_head=True)
         for n in range(3):
             store.record_event(conn, IngestEvent(1, "error", f"HTTP 502 #{n} from http://x/?apikey=SECRETKEY"))
 
 
 def _publish(root: Path, pidfile: PidFile) -> None:
     worker = {"name": "worker[ethereum]", "chain": "ethereum", "pid": 4242, "state": "RUNNING", "since": 1.0,
-              "restarts": 2, "failures": 0, "next_start_at": None, "queued_jobs": 3,
+              "restarts": 2, "failures": 0, "next_start_at": None, "queued_jobs": 3, "backfill_span": 4,
               "last_exit": {"status": 1, "reason": "exit 1", "at": time.time() - 40}}
     write_state(root / STATE_FILENAME, {"version": 1, "pid": os.getpid(), "state": "running",
                                         "started_at": time.time() - 60, "updated_at": time.time(),
@@ -87,6 +87,10 @@ def test_status_and_cache_health_show_the_same_figures(views) -> None:
     eth = cli[1]
     assert (eth["rows"], eth["worker"]["state"], eth["worker"]["restarts"], eth["queuedJobs"]) == (7, "RUNNING", 2, 3)
     assert eth["backfill"]["syncedBlock"] == 110 and eth["errorsLastMinute"] == 3
+    # blocks 100..90 at the worker's published span of 4 blocks a window
+    assert eth["backfill"]["remainingWindows"] == 3 and cli[25]["backfill"]["remainingWindows"] is None
+    assert eth["stale"] is False and cli[25]["stale"] is True and cli[25]["ingestLagSeconds"] is None
+    assert eth["history"] == {"completeFrom": eth["oldest"]["time"], "complete": False}
     assert eth["lastError"]["message"].endswith("apikey=***") and cli[25]["worker"]["state"] == "unknown"
 
 

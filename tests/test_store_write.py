@@ -196,7 +196,7 @@ def test_concurrent_writers_on_one_chain_store_no_duplicates(database_url: str) 
 
 def test_freshness_reports_last_ingest_newest_transfer_and_lag(conn) -> None:
     rows = make_transfers(5, 10)
-    store.write_batch(conn, 5, rows, cursor=Cursor(5, synced_block=1), event=None)
+    store.write_batch(conn, 5, rows, cursor=Cursor(5, synced_block=1), event=None, synced_to_head=True)
     ingested_at = store.freshness(conn, [5])[5].last_ingested_at
     fresh = store.freshness(conn, [5, 6], now=ingested_at + 42)
     assert fresh[5].newest_transfer_at == max(t.time_stamp for t in rows)

@@ -72,6 +72,14 @@ def test_repeated_failures_go_fatal_visible_in_state_and_not_hot_looped(daemons)
     assert daemon.child("worker[ok-a]")["state"] == "RUNNING"
 
 
+def test_a_workers_published_backlog_reaches_the_state_file(daemons):
+    daemon = daemons()
+    daemon.start(OK_A, chain_toml(2, "busy-b"))
+    busy = daemon.wait_child("worker[busy-b]", lambda c: c["state"] == "RUNNING" and "queued_jobs" in c, "a backlog")
+    assert (busy["queued_jobs"], busy["backfill_span"]) == (2, 500)
+    assert "queued_jobs" not in daemon.wait_state("worker[ok-a]", "RUNNING"), "nothing published, nothing shown"
+
+
 def test_hung_child_is_killed_by_heartbeat_timeout_and_restarted(daemons):
     daemon = daemons(heartbeat_timeout=1.0)
     daemon.start(OK_A, chain_toml(3, "hang-c"))

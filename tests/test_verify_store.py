@@ -30,7 +30,7 @@ def _contracts(rows):
 
 
 def _state(conn, chain_id: int):
-    return conn.execute("SELECT row_count, data_version, last_ingested_at FROM ingest_cursors WHERE chain_id = %s",
+    return conn.execute("SELECT row_count, data_version, synced_at FROM ingest_cursors WHERE chain_id = %s",
                         (chain_id,)).fetchone()
 
 
@@ -51,12 +51,13 @@ def _comparable(rows):
 def test_replace_block_inserts_the_missing_and_deletes_the_extra_rows_only(conn) -> None:
     rows = make_transfers(1, 70)  # blocks 1000..1009, 7 rows each
     cursor = Cursor(1, synced_block=1009, backfilled_block=1000)
-    store.write_batch(conn, 1, rows, cursor=cursor, event=None)
+    store.write_batch(conn, 1, rows, cursor=cursor, event=None, synced_to_head=True)
     upstream = _block(rows, 1004)
     conn.execute("DELETE FROM transfers WHERE block_number = 1004 AND log_index = 3")  # lost by hand
     stray = replace(upstream[0], log_index=9, tx_hash=b"\x99" * 32)
     store.write_batch(conn, 1, [stray], cursor=None, event=None)  # an extra row
     rows_before, version_before, ingested_before = _state(conn, 1)
+    assert ingested_before is not None
     new_hash = b"\x55" * 32
     event = IngestEvent(1, "repair", "verify re-ingested block 1004", detail={"block": 1004})
 

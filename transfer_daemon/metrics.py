@@ -25,18 +25,49 @@ from prometheus_client import (
 )
 
 ROWS_INGESTED = Counter("transfers_rows_ingested", "Transfer rows newly stored", ["chain"])
-UPSTREAM_REQUESTS = Counter(
-    "transfers_upstream_requests", "Upstream calls by outcome (ok, rate_limited, error, timeout)", ["chain", "outcome"]
-)
-RATE_LIMIT_WAITS = Counter("transfers_rate_limit_waits", "Times a call waited for the shared limiter", ["key"])
-RATE_LIMIT_WAIT_SECONDS = Counter("transfers_rate_limit_wait_seconds", "Seconds spent waiting for the limiter", ["key"])
-RETRIES = Counter("transfers_upstream_retries", "Upstream calls retried", ["chain"])
-INGEST_LAG = Gauge(
-    "transfers_ingest_lag_seconds", "Seconds since the chain's last successful sync", ["chain"],
-    multiprocess_mode="livemax",
-)
 REORGS = Counter("transfers_reorgs", "Reorgs detected and repaired", ["chain"])
 QUARANTINED = Counter("transfers_quarantined_rows", "Upstream rows that failed validation", ["chain"])
+JOB_RUNS = Counter("transfers_job_runs", "Scheduled worker jobs started", ["chain", "job"])
+JOB_FAILURES = Counter("transfers_job_failures", "Worker jobs that ended in an error", ["chain", "job"])
+
+UPSTREAM_REQUESTS = Counter(
+    "transfers_upstream_requests", "Upstream HTTP attempts by upstream kind and outcome (ok, http_429, timeout, …)",
+    ["chain", "kind", "outcome"],
+)
+UPSTREAM_LATENCY = Histogram(
+    "transfers_upstream_request_seconds", "Upstream HTTP attempt latency, answer read", ["chain", "kind"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+RETRIES = Counter("transfers_upstream_retries", "Upstream attempts that failed and were retried", ["chain"])
+# by chain, not by limiter key: the key of a JSON-RPC limiter is its URL, which may hold a secret
+RATE_LIMIT_WAITS = Counter("transfers_rate_limit_waits", "Calls that waited for the shared limiter", ["chain"])
+RATE_LIMIT_WAIT_SECONDS = Counter(
+    "transfers_rate_limit_wait_seconds", "Seconds spent waiting for the shared limiter", ["chain"]
+)
+
+# Gauges a chain's worker sets every tick; a dead worker's values leave with it (live modes).
+INGEST_LAG = Gauge(
+    "transfers_ingest_lag_seconds",
+    "Seconds since a sync last reached the upstream's head (before the first: since the worker started)",
+    ["chain"], multiprocess_mode="livemax",
+)
+BACKFILL_PROGRESS = Gauge(
+    "transfers_backfill_progress", "Share of the backfill target stored, 0..1", ["chain"], multiprocess_mode="livemax"
+)
+QUEUED_JOBS = Gauge(
+    "transfers_queued_jobs", "Worker jobs running or due", ["chain"], multiprocess_mode="livemax"
+)
+
+# Set when /metrics is scraped, by any API process: the latest value wins.
+DATABASE_SIZE = Gauge(
+    "transfers_database_size_bytes", "Size of the database on disk", ["database"], multiprocess_mode="livemostrecent"
+)
+PARTITION_MONTH = Gauge(
+    "transfers_partition_month_seconds",
+    "Start of the oldest and of the newest (made ahead) monthly partition, unix seconds", ["end"],
+    multiprocess_mode="livemostrecent",
+)
+
 API_LATENCY = Histogram(
     "transfers_api_request_seconds", "API request latency by route", ["route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
@@ -45,6 +76,14 @@ CACHE_REQUESTS = Counter("transfers_cache_requests", "Warm-cache lookups by resu
 ALERTS_FIRING = Gauge("transfers_alerts_firing", "1 while the alert fires for the chain", ["alert", "chain"],
                       multiprocess_mode="livemax")
 _alerts_shown: set[tuple[str, str]] = set()
+
+
+def set_storage(database: str, size_bytes: int, oldest_month: int | None, newest_month: int | None) -> None:
+    """Database size and partition span, read when /metrics is scraped."""
+    DATABASE_SIZE.labels(database).set(size_bytes)
+    for end, start in (("oldest", oldest_month), ("newest", newest_month)):
+        if start is not None:
+            PARTITION_MONTH.labels(end).set(start)
 
 
 def multiproc_dir(data_dir: str | os.PathLike) -> Path:

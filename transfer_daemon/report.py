@@ -7,6 +7,7 @@ never writes to the database. Every read is bounded (the newest events only, one
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ from transfer_daemon import state, store
 from transfer_daemon.config import ChainConfig, Config
 from transfer_daemon.db.bootstrap import StoreUnreachable, running_database_url
 from transfer_daemon.ingest.planning import backfill_share
-from transfer_daemon.model import iso_utc
+from transfer_daemon.model import Cursor, iso_utc
 from transfer_daemon.redact import redact_url
 
 SUCCESS_STATUSES = ("ingested", "reorg")
@@ -61,6 +62,33 @@ def child_report(children: tuple[bool, dict[str, dict]], name: str) -> dict[str,
     }
 
 
+def freshness_view(last_synced_at: float | None, complete_from: float | None, history_complete: bool,
+                   now: float, stale_after_s: float) -> dict[str, Any]:
+    """A chain's freshness as every view shows it (DESIGN "Contract: freshness"): when a sync last
+    reached the head, the lag since (None before the first), stale, and how far back it is complete."""
+    lag = None if last_synced_at is None else max(0, int(now - last_synced_at))
+    return {"lastIngestedAt": iso(last_synced_at), "ingestLagSeconds": lag,
+            "stale": lag is None or lag > stale_after_s,
+            "history": {"completeFrom": iso(complete_from), "complete": history_complete}}
+
+
+def remaining_windows(cursor: Cursor, span: int | None) -> int | None:
+    """Backfill windows left, estimated from the cursor and the span of the worker's windows
+    (which adapts to the density seen); None when either is unknown."""
+    if cursor.backfill_done:
+        return 0
+    if not span or span < 0 or cursor.backfilled_block is None or cursor.backfill_target_block is None:
+        return None
+    return math.ceil(max(0, cursor.backfilled_block - cursor.backfill_target_block) / span)
+
+
+def _backfill_span(children: tuple[bool, dict[str, dict]], name: str) -> int | None:
+    """The span a live worker published beside its heartbeat, if any."""
+    alive, entries = children
+    span = (entries.get(name) or {}).get("backfill_span")
+    return span if alive and isinstance(span, int) else None
+
+
 def _event(event: dict | None) -> dict | None:
     if event is None:
         return None
@@ -83,9 +111,11 @@ def chain_report(conn: psycopg.Connection, config: Config, chain: ChainConfig,
     cursor = store.get_cursor(conn, chain.id)
     stats = store.chain_stats(conn, chain.id)
     fresh = store.freshness(conn, (chain.id,), now=now)[chain.id]
-    lag = None if fresh.lag_seconds is None else round(fresh.lag_seconds, 1)
+    view = freshness_view(fresh.last_ingested_at, fresh.complete_from, fresh.history_complete, now,
+                          config.api.stale_after_s)
     errors = store.count_recent_events(conn, chain.id, ("error",), since=now - ERROR_WINDOW_S)
     worker = child_report(children, f"worker[{chain.name}]")
+    span = _backfill_span(children, f"worker[{chain.name}]")
     return {
         "id": chain.id, "name": chain.name, "kind": chain.kind, "dataSource": config.data_source_for(chain),
         "worker": worker, "queuedJobs": worker["queuedJobs"],
@@ -94,13 +124,14 @@ def chain_report(conn: psycopg.Connection, config: Config, chain: ChainConfig,
         "newest": {"block": stats.newest_block, "time": iso(stats.newest_time)},
         "backfill": {"syncedBlock": cursor.synced_block, "backfilledBlock": cursor.backfilled_block,
                      "targetBlock": cursor.backfill_target_block, "done": cursor.backfill_done,
-                     "progress": round(backfill_share(cursor), 4)},
-        "lastIngestedAt": iso(fresh.last_ingested_at), "ingestLagSeconds": lag,
+                     "progress": round(backfill_share(cursor), 4),
+                     "remainingWindows": remaining_windows(cursor, span)},
+        **view,
         "lastSuccess": _event(store.last_event(conn, chain.id, SUCCESS_STATUSES)),
         "lastError": _event(store.last_event(conn, chain.id, ("error",))),
         "errorsLastMinute": errors,
         "lastVerify": _event(store.last_event(conn, chain.id, VERIFY_STATUSES)),
-        "alerts": _alerts(config, lag, errors),
+        "alerts": _alerts(config, view["ingestLagSeconds"], errors),
     }
 
 
@@ -158,7 +189,7 @@ def status_document(config: Config, now: float | None = None) -> dict[str, Any]:
     }
 
 
-_COLUMNS = ("CHAIN", "WORKER", "PID", "RESTARTS", "LAG", "LAST SUCCESS", "ROWS", "SYNCED", "BACKFILL",
+_COLUMNS = ("CHAIN", "WORKER", "PID", "RESTARTS", "QUEUED", "LAG", "LAST SUCCESS", "ROWS", "SYNCED", "BACKFILL",
             "NEWEST", "LAST ERROR")
 
 
@@ -178,13 +209,15 @@ def _dash(value: Any) -> str:
 
 def _row(chain: dict[str, Any], now: float) -> tuple[str, ...]:
     worker, backfill = chain["worker"], chain.get("backfill") or {}
-    lag, progress = chain.get("ingestLagSeconds"), backfill.get("progress")
+    lag, progress, left = chain.get("ingestLagSeconds"), backfill.get("progress"), backfill.get("remainingWindows")
     success, error = chain.get("lastSuccess"), chain.get("lastError")
     return (
         f"{chain['name']} ({chain['id']})", worker["state"], _dash(worker["pid"]), str(worker["restarts"]),
-        "-" if lag is None else f"{lag:.0f}s", _ago(success and success["at"], now), _dash(chain.get("rows")),
-        _dash(backfill.get("syncedBlock")),
-        "-" if progress is None else f"{progress:.0%}", _ago((chain.get("newest") or {}).get("time"), now),
+        _dash(worker.get("queuedJobs")),
+        "never" if lag is None else f"{lag:.0f}s" + (" stale" if chain.get("stale") else ""),
+        _ago(success and success["at"], now), _dash(chain.get("rows")), _dash(backfill.get("syncedBlock")),
+        "-" if progress is None else f"{progress:.0%}" + (f" ({left} left)" if left else ""),
+        _ago((chain.get("newest") or {}).get("time"), now),
         "-" if error is None else f"{_ago(error['at'], now)}: {error['message'][:60]}",
     )
 

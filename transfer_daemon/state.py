@@ -7,7 +7,11 @@ process see either the old document or the new one. Shape (times are unix second
     {"version": 1, "pid": 4242, "state": "running" | "stopping" | "stopped",
      "started_at": 1.0, "updated_at": 2.0, "config": "etc/transfer-daemon.toml",
      "children": {"worker[ethereum]": {"name", "chain", "pid", "state", "since", "restarts",
-                  "failures", "next_start_at", "last_exit": {"status", "reason", "at"} | null}, …}}
+                  "failures", "next_start_at", "last_exit": {"status", "reason", "at"} | null,
+                  "queued_jobs", "backfill_span"}, …}}
+
+`queued_jobs` (jobs running or due) and `backfill_span` (blocks per backfill window) are what a
+live worker published beside its heartbeat (`daemon.heartbeat`); absent until it has.
 
 `state` of a child is STARTING | RUNNING | BACKOFF | FATAL | STOPPING | STOPPED (EXITED is only
 passed through). A FATAL child is one the supervisor gave up on; it is retried every 5 minutes.

@@ -58,4 +58,10 @@ def cache_health() -> Response:
 
 @bp.get("/metrics")
 def metrics_text() -> Response:
+    try:
+        with resources().connection() as conn:
+            stats = store.storage_stats(conn)
+        metrics.set_storage(stats.database, stats.size_bytes, stats.oldest_month, stats.newest_month)
+    except StoreNotReady:
+        pass  # the rest still answers; the storage gauges keep their last values
     return Response(metrics.render(), mimetype=None, content_type=CONTENT_TYPE_LATEST)

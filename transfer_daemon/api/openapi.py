@@ -58,7 +58,8 @@ PAGE = {
         "chainId": {"type": "integer"}, "items": {"type": "array", "items": ITEM},
         "page": NULLABLE_INT, "pageSize": {"type": "integer"}, "nextCursor": NULLABLE_STR,
         "source": {"type": "string", "enum": ["store", "upstream"]}, **FRESHNESS,
-        "chains": {"type": "object", "additionalProperties": {"type": "object", "properties": FRESHNESS}},
+        "chains": {"type": "object", "additionalProperties": {"type": "object", "properties": {**FRESHNESS, "history": {
+            "type": "object", "properties": {"completeFrom": NULLABLE_STR, "complete": {"type": "boolean"}}}}}},
     },
 }
 ERROR = {

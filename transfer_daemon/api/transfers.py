@@ -26,7 +26,7 @@ from transfer_daemon.cache import (
 )
 from transfer_daemon.config import ChainConfig
 from transfer_daemon.errors import UpstreamError
-from transfer_daemon.model import iso_utc
+from transfer_daemon.report import freshness_view
 
 log = logging.getLogger(__name__)
 bp = Blueprint("transfers", __name__)
@@ -43,17 +43,15 @@ def snapshot(res: Resources) -> dict[int, ChainState]:
 
 
 def chain_freshness(state: ChainState | None, now: float, stale_after_s: int, *, force_stale: bool = False) -> dict:
-    last = state.last_ingested_at if state else None
-    lag = None if last is None else max(0, int(now - last))
-    return {
-        "lastIngestedAt": None if last is None else iso_utc(int(last)),
-        "ingestLagSeconds": lag,
-        "stale": force_stale or lag is None or lag > stale_after_s,
-    }
+    """The chain's freshness and history, as the report defines them for every view."""
+    state = state or ChainState(0, None, None)
+    fresh = freshness_view(state.last_ingested_at, state.complete_from, state.history_complete, now, stale_after_s)
+    return {**fresh, "stale": force_stale or fresh["stale"]}
 
 
 def envelope(parsed: ParsedRequest, chains: dict[str, dict], source: str) -> dict:
-    """The response minus items/nextCursor; the overall freshness is the worst chain's."""
+    """The response minus items/nextCursor; the overall freshness is the worst chain's (the oldest
+    sync, the longest lag, stale if any chain is)."""
     lags = [c["ingestLagSeconds"] for c in chains.values()]
     times = [c["lastIngestedAt"] for c in chains.values()]
     return {

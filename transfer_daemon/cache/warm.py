@@ -40,9 +40,13 @@ PAGE_MEMO_SIZE = 64
 
 @dataclass(frozen=True, slots=True)
 class ChainState:
+    """A chain's data version and freshness (DESIGN "Contract: freshness"), as the API serves them."""
+
     version: int
-    last_ingested_at: float | None  # unix seconds of the last successful sync
+    last_ingested_at: float | None  # unix seconds: a sync last finished up to the upstream's head
     newest_transfer_at: float | None
+    complete_from: float | None = None  # unix seconds the stored history is complete from
+    history_complete: bool = False  # backfill reached its target
 
 
 def _unix(value: object) -> float | None:
@@ -54,7 +58,7 @@ def _unix(value: object) -> float | None:
 
 
 def load_snapshot(conn, chain_ids: Iterable[int]) -> dict[int, ChainState]:
-    """Versions and ingest times of `chain_ids`, read from the store (two short queries)."""
+    """Versions and freshness of `chain_ids`, read from the store (a query, then one per chain)."""
     ids = tuple(chain_ids)
     fresh = store.freshness(conn, ids)
     snapshot = {}
@@ -64,6 +68,8 @@ def load_snapshot(conn, chain_ids: Iterable[int]) -> dict[int, ChainState]:
             version=store.data_version(conn, chain_id),
             last_ingested_at=_unix(getattr(f, "last_ingested_at", None)),
             newest_transfer_at=_unix(getattr(f, "newest_transfer_at", None)),
+            complete_from=_unix(getattr(f, "complete_from", None)),
+            history_complete=bool(getattr(f, "history_complete", False)),
         )
     return snapshot
 

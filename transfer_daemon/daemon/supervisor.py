@@ -50,10 +50,10 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
-def _worker_main(config: Config, chain_name: str, database_url: str, heartbeat: Callable[[], None]) -> None:
+def _worker_main(config: Config, chain_name: str, database_url: str, heartbeat: Heartbeat) -> None:
     from transfer_daemon.ingest.worker import run_worker
 
-    run_worker(config, chain_name, database_url, heartbeat)
+    run_worker(config, chain_name, database_url, heartbeat, publish=heartbeat.publish)
 
 
 def _api_main(config: Config, database_url: str) -> None:
@@ -301,7 +301,7 @@ class Supervisor:
             self._reset_in_child(beat)
             self.pipeline.become_child(write_fd, spec.name, spec.chain)
             setproctitle.setproctitle(f"transfer-daemon: {spec.name}")
-            spec.target(*spec.args, *((beat.beat,) if beat else ()))
+            spec.target(*spec.args, *((beat,) if beat else ()))
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
@@ -426,13 +426,19 @@ class Supervisor:
 
     # --- state file -----------------------------------------------------------------------
 
+    def _backlog(self, name: str) -> dict[str, Any]:
+        """What a live worker published beside its heartbeat (queued jobs, backfill span)."""
+        beat = self.heartbeats.get(name)
+        return beat.load() if beat is not None else {}
+
     def _publish(self, final: bool = False) -> None:
         """Write the state file when anything an operator sees has changed."""
         document = {
             "version": VERSION, "pid": self._pid, "config": self.config.path,
             "state": "stopped" if final else "stopping" if self.stopping else "running",
             "started_at": round(self._started_at, 3),
-            "children": {name: c.snapshot(self._wall_offset) for name, c in self.children.items()},
+            "children": {name: {**c.snapshot(self._wall_offset), **self._backlog(name)}
+                         for name, c in self.children.items()},
         }
         if document == self._published:
             return

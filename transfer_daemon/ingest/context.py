@@ -64,11 +64,13 @@ def run_guarded(ctx: IngestContext, job: str, body: Callable[[IngestContext], An
     try:
         return body(ctx)
     except InvalidApiKey as exc:
+        metrics.JOB_FAILURES.labels(ctx.chain.name, job).inc()
         ctx.auth_failed = True
         log.error("alert chain=%s job=%s invalid api key, calls stopped until config reload: %s",
                   ctx.chain.name, job, exc)
         record(ctx, IngestEvent(ctx.chain_id, "alert", f"{job}: invalid API key: {exc}", detail={"job": job}))
     except UpstreamError as exc:
+        metrics.JOB_FAILURES.labels(ctx.chain.name, job).inc()
         log.warning("failed chain=%s job=%s upstream error, retrying next run: %s", ctx.chain.name, job, exc)
         record(ctx, IngestEvent(ctx.chain_id, "error", f"{job}: {exc}", detail={"job": job}))
     return None

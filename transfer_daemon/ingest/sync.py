@@ -18,7 +18,7 @@ from transfer_daemon import metrics, store
 from transfer_daemon.config import ChainConfig
 from transfer_daemon.ingest import planning
 from transfer_daemon.ingest.context import IngestContext, count_rows, ensure_anchor, record
-from transfer_daemon.model import Cursor, IngestEvent, Transfer
+from transfer_daemon.model import Cursor, IngestEvent
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,9 @@ def sync(ctx: IngestContext) -> int:
     plan = _check_reorg(ctx, cursor, upstream)
     if plan is not None:
         return _repair(ctx, cursor, plan, head)
-    if window is None:
-        metrics.INGEST_LAG.labels(ctx.chain.name).set(0)
+    if window is None:  # already at the head: fresh, with nothing to fetch
+        with ctx.pool.connection() as conn:
+            store.record_synced(conn, ctx.chain_id)
         return 0
     result = ctx.source.fetch_blocks(window.lo, window.hi, max_calls=ctx.chain.max_pages_per_cycle)
     if result.covered_to < window.lo:
@@ -49,8 +50,8 @@ def sync(ctx: IngestContext) -> int:
     with ctx.pool.connection() as conn:
         known = store.known_transfer_keys(conn, ctx.chain_id, window.lo, result.covered_to)
     first_known = planning.stop_at_known(result.transfers, known)
-    new = _commit_sync(ctx, result, window.lo, first_known, _head_hash(ctx, result.covered_to, window.hi, upstream))
-    metrics.INGEST_LAG.labels(ctx.chain.name).set(_lag_seconds(ctx, result.transfers))
+    new = _commit_sync(ctx, result, window.lo, first_known, _head_hash(ctx, result.covered_to, window.hi, upstream),
+                       at_head=result.covered_to == window.hi == head)
     if new:
         ctx.on_changed()
     return new
@@ -70,11 +71,8 @@ def sync_span(chain: ChainConfig) -> int | None:
     return chain.max_pages_per_cycle * chain.log_window_blocks if chain.kind == "rpc_logs" else None
 
 
-def _lag_seconds(ctx: IngestContext, transfers: list[Transfer]) -> float:
-    return max(0.0, ctx.clock() - transfers[-1].time_stamp) if transfers else 0.0
-
-
-def _commit_sync(ctx: IngestContext, result: Any, lo: int, first_known: int, head_hash: bytes | None) -> int:
+def _commit_sync(ctx: IngestContext, result: Any, lo: int, first_known: int, head_hash: bytes | None, *,
+                 at_head: bool) -> int:
     quarantined = len(result.quarantined)
     detail = {"job": "sync", "from_block": lo, "to_block": result.covered_to, "quarantined": quarantined,
               "skipped": result.skipped, "already_stored": len(result.transfers) - first_known}
@@ -84,7 +82,7 @@ def _commit_sync(ctx: IngestContext, result: Any, lo: int, first_known: int, hea
         event = IngestEvent(ctx.chain_id, "ingested", f"sync blocks {lo}..{result.covered_to}",
                             rows=len(result.transfers), detail=detail)
         new = store.write_batch(conn, ctx.chain_id, result.transfers, cursor=cursor, event=event,
-                                quarantined=result.quarantined)
+                                quarantined=result.quarantined, synced_to_head=at_head)
     count_rows(ctx, new, quarantined)
     log.debug("ingested chain=%s job=sync blocks=%d..%d rows=%d new=%d quarantined=%d",
               ctx.chain.name, lo, result.covered_to, len(result.transfers), new, quarantined)
@@ -150,7 +148,7 @@ def _repair(ctx: IngestContext, cursor: Cursor, plan: planning.ReorgPlan, head: 
         event = IngestEvent(chain.id, "reorg", f"reorg of depth {plan.depth} from block {plan.fork}",
                             rows=len(result.transfers), detail=detail)
         deleted, inserted = store.replace_from_block(conn, chain.id, plan.fork, result.transfers,
-                                                     cursor=current, event=event)
+                                                     cursor=current, event=event, synced_to_head=covered_to == head)
     log.warning("reorg chain=%s depth=%d fork=%d deleted=%d inserted=%d",
                 chain.name, plan.depth, plan.fork, deleted, inserted)
     metrics.REORGS.labels(chain.name).inc()

@@ -21,7 +21,7 @@ from pathlib import Path
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from transfer_daemon import store
+from transfer_daemon import metrics, store
 from transfer_daemon.config import Config
 from transfer_daemon.errors import AlreadyRunning, UpstreamError
 from transfer_daemon.ingest import backfill as backfill_job
@@ -37,6 +37,8 @@ def _not_an_expected_skip(record: logging.LogRecord) -> bool:
     # max_instances=1 is deliberate (a job never overlaps itself): its skips are not news
     return "maximum number of running instances reached" not in record.getMessage()
 
+#: `publish(queued_jobs, backfill_span)`: the worker's backlog, for the supervisor's state file
+Publish = Callable[[int, int], None]
 HOUR = 3600
 DAY = 86400
 #: Seconds between the main loop's heartbeats and lock checks.
@@ -54,10 +56,12 @@ def _install_signal_handlers(stopping: threading.Event) -> None:
 
 
 def run_worker(config: Config, chain_name: str, database_url: str, heartbeat: Callable[[], None],
-               *, stopping: threading.Event | None = None) -> None:
+               *, stopping: threading.Event | None = None, publish: Publish | None = None) -> None:
     """Ingest one chain until SIGTERM (or `stopping`, for callers running it in a thread).
 
     Holds the chain's advisory lock while ingesting; stands by while another process holds it.
+    `publish(queued_jobs, backfill_span)` is called every tick while ingesting (the supervisor
+    shows it in its state file).
     """
     chain = config.chain(chain_name)
     stopping = stopping or threading.Event()
@@ -71,7 +75,7 @@ def run_worker(config: Config, chain_name: str, database_url: str, heartbeat: Ca
             if lock.try_acquire():
                 log.info("acquired chain=%s lock, ingesting (pid %d)", chain.name, os.getpid())
                 standing_by = False
-                _ingest_while_held(config, chain_name, database_url, heartbeat, stopping, lock)
+                _ingest_while_held(config, chain_name, database_url, heartbeat, stopping, lock, publish)
                 continue
             if not standing_by:
                 log.info("standby chain=%s another worker holds the lock; retrying every %ss",
@@ -100,7 +104,7 @@ def _init_metrics(config: Config) -> None:
 
 
 def _ingest_while_held(config: Config, chain_name: str, database_url: str, heartbeat: Callable[[], None],
-                       stopping: threading.Event, lock: ChainLock) -> None:
+                       stopping: threading.Event, lock: ChainLock, publish: Publish | None) -> None:
     from transfer_daemon.db.pool import open_pool
     from transfer_daemon.upstream import make_source
 
@@ -115,6 +119,7 @@ def _ingest_while_held(config: Config, chain_name: str, database_url: str, heart
         while not stopping.is_set() and lock.alive():
             if not runner.stuck(config.daemon.heartbeat_timeout / 2):
                 heartbeat()
+            runner.tick(publish)
             stopping.wait(TICK_S)
         if not stopping.is_set():
             log.error("lost chain=%s lock (database connection gone); stopping jobs", chain.name)
@@ -132,6 +137,8 @@ class JobRunner:
         self.ctx = ctx
         self.config = config
         self.running: dict[str, float] = {}  # job id -> monotonic start
+        self.started_at = time.time()
+        self.synced_at: float | None = None  # a sync last reached the head (store's synced_at)
         self._lock = threading.Lock()
         executors = {"default": ThreadPoolExecutor(max_workers=config.ingest.concurrency)}
         defaults = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
@@ -153,17 +160,28 @@ class JobRunner:
         add("retention", upkeep.retention, "interval", seconds=DAY, next_run_time=now + timedelta(seconds=5))
         # nightly, spread over the hour by chain so several chains don't verify at once
         add("verify", self._verify, "cron", hour=3, minute=chain.id % 60)
+        self._read_synced_at()
         self.scheduler.start()
+
+    def _read_synced_at(self) -> None:
+        with self.ctx.pool.connection() as conn:
+            self.synced_at = store.freshness(conn, (self.ctx.chain_id,))[self.ctx.chain_id].last_ingested_at
 
     def _sync(self, ctx: context.IngestContext) -> None:
         sync_job.sync(ctx)
+        self._read_synced_at()
         if ctx.halted:
             for job_id in ("sync", "backfill", "verify"):
                 self.scheduler.pause_job(job_id)
 
     def _backfill(self, ctx: context.IngestContext) -> None:
+        progress = metrics.BACKFILL_PROGRESS.labels(ctx.chain.name)
+        with ctx.pool.connection() as conn:  # the share syncs added since, before a window commits
+            progress.set(planning.backfill_share(store.get_cursor(conn, ctx.chain_id)))
         # bounded by the poll interval so a sync sharing the one executor thread is never starved
-        if backfill_job.backfill(ctx, budget_s=ctx.chain.poll_interval_s):
+        if backfill_job.backfill(ctx, budget_s=ctx.chain.poll_interval_s,
+                                 progress=lambda cursor: progress.set(planning.backfill_share(cursor))):
+            progress.set(1.0)
             self.scheduler.reschedule_job("backfill", trigger="interval", seconds=HOUR)
 
     def _verify(self, ctx: context.IngestContext) -> None:
@@ -176,9 +194,11 @@ class JobRunner:
         def run() -> None:
             with self._lock:
                 self.running[name] = time.monotonic()
+            metrics.JOB_RUNS.labels(self.ctx.chain.name, name).inc()
             try:
                 context.run_guarded(self.ctx, name, body)
             except Exception:
+                metrics.JOB_FAILURES.labels(self.ctx.chain.name, name).inc()
                 log.exception("failed chain=%s job=%s", self.ctx.chain.name, name)
             finally:
                 with self._lock:
@@ -190,6 +210,22 @@ class JobRunner:
         job = self.scheduler.get_job(job_id)
         if job is not None:
             job.modify(next_run_time=datetime.now().astimezone() + timedelta(seconds=delay_s))
+
+    def queued_jobs(self, now: datetime) -> int:
+        """Jobs running or due (their next run time has passed): the chain's backlog."""
+        due = {job.id for job in self.scheduler.get_jobs() if job.next_run_time and job.next_run_time <= now}
+        with self._lock:
+            return len(due | set(self.running))
+
+    def tick(self, publish: Publish | None) -> None:
+        """Every tick: the lag gauge keeps moving while syncs fail, the backlog is published.
+        Before the first completed sync the lag counts from the worker's start (a lower bound)."""
+        chain = self.ctx.chain.name
+        queued = self.queued_jobs(datetime.now().astimezone())
+        metrics.INGEST_LAG.labels(chain).set(max(0.0, time.time() - (self.synced_at or self.started_at)))
+        metrics.QUEUED_JOBS.labels(chain).set(queued)
+        if publish is not None:
+            publish(queued, self.ctx.backfill_span)
 
     def stuck(self, limit_s: float) -> bool:
         """A job running longer than `limit_s`: stop the heartbeat so the supervisor restarts us."""

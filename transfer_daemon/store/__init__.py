@@ -2,7 +2,7 @@
 
 - `writes`: a batch with its cursor and event in one transaction, reorg repair, one block
   replaced (verify's repair), events;
-- `reads`: cursors, stored hashes and keys, recent events, freshness, chain statistics;
+- `reads`: cursors, stored hashes and keys, recent events, freshness, chain and storage statistics;
 - `queries`: keyset page queries for every filter and order of the HTTP API;
 - `cursor`: opaque page cursors;
 - `retention`: partitions made ahead, old months dropped, closed months compacted.
@@ -15,6 +15,7 @@ from transfer_daemon.store.queries import MAX_OFFSET, TransferPage, TransferQuer
 from transfer_daemon.store.reads import (
     ChainStats,
     Freshness,
+    StorageStats,
     blocks_around,
     chain_stats,
     count_recent_events,
@@ -24,16 +25,17 @@ from transfer_daemon.store.reads import (
     known_transfer_keys,
     last_event,
     recent_events,
+    storage_stats,
     stored_block_hashes,
     stored_transfers,
 )
 from transfer_daemon.store.retention import apply_retention, compact_closed_partitions
-from transfer_daemon.store.writes import record_event, replace_block, replace_from_block, write_batch
+from transfer_daemon.store.writes import record_event, record_synced, replace_block, replace_from_block, write_batch
 
 __all__ = [
-    "MAX_OFFSET", "ChainStats", "CursorPosition", "Freshness", "TransferPage", "TransferQuery",
+    "MAX_OFFSET", "ChainStats", "CursorPosition", "Freshness", "StorageStats", "TransferPage", "TransferQuery",
     "apply_retention", "blocks_around", "chain_stats", "count_recent_events", "compact_closed_partitions",
     "data_version", "decode_cursor", "encode_cursor", "freshness", "get_cursor", "known_transfer_keys", "last_event",
-    "query_items", "query_transfers", "recent_events", "record_event", "replace_block", "replace_from_block",
-    "stored_block_hashes", "stored_transfers", "write_batch",
+    "query_items", "query_transfers", "recent_events", "record_event", "record_synced", "replace_block",
+    "replace_from_block", "storage_stats", "stored_block_hashes", "stored_transfers", "write_batch",
 ]

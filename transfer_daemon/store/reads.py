@@ -12,15 +12,20 @@ from dataclasses import dataclass
 
 import psycopg
 
+from transfer_daemon.db import partitions
 from transfer_daemon.model import Cursor, Transfer
 
 
 @dataclass(frozen=True, slots=True)
 class Freshness:
+    """A chain's freshness (DESIGN "Contract: freshness") as the store knows it."""
+
     chain_id: int
-    last_ingested_at: float | None  # unix seconds of the last successful ingest commit
+    last_ingested_at: float | None  # unix seconds: a sync last finished up to the upstream's head
     newest_transfer_at: int | None  # unix seconds of the newest stored transfer
-    lag_seconds: float | None  # now - last_ingested_at
+    lag_seconds: float | None  # now - last_ingested_at; None before the first completed sync
+    complete_from: int | None = None  # unix seconds: the store holds every transfer from then on
+    history_complete: bool = False  # backfill reached its target
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +36,14 @@ class ChainStats:
     newest_block: int | None
     oldest_time: int | None
     newest_time: int | None
+
+@dataclass(frozen=True, slots=True)
+class StorageStats:
+    database: str
+    size_bytes: int
+    oldest_month: int | None  # unix seconds: start of the oldest monthly partition
+    newest_month: int | None  # unix seconds: start of the newest (partitions are made ahead)
+
 
 def get_cursor(conn: psycopg.Connection, chain_id: int) -> Cursor:
     row = conn.execute(
@@ -102,17 +115,25 @@ def count_recent_events(conn: psycopg.Connection, chain_id: int, statuses: Seque
 
 
 def freshness(conn: psycopg.Connection, chain_ids: Iterable[int], now: float | None = None) -> dict[int, Freshness]:
-    """Per chain: the last successful ingest, the newest stored transfer, and the lag since."""
+    """Per chain: when a sync last reached the head and the lag since, the newest stored transfer,
+    and how far back the history is complete.
+
+    The store is complete from the backfilled block on; its time is that of the first stored block
+    at or above it (blocks without transfers are not stored, so this errs late, never early).
+    """
     current = time.time() if now is None else now
     rows = conn.execute(
-        "SELECT c.id, extract(epoch FROM k.last_ingested_at)::float8,"
-        " (SELECT b.time_stamp FROM blocks b WHERE b.chain_id = c.id ORDER BY b.block_number DESC LIMIT 1)"
+        "SELECT c.id, extract(epoch FROM k.synced_at)::float8,"
+        " (SELECT b.time_stamp FROM blocks b WHERE b.chain_id = c.id ORDER BY b.block_number DESC LIMIT 1),"
+        " (SELECT b.time_stamp FROM blocks b WHERE b.chain_id = c.id AND b.block_number >= k.backfilled_block"
+        "  ORDER BY b.block_number LIMIT 1),"
+        " coalesce(k.backfill_done, false)"
         " FROM unnest(%s::bigint[]) AS c(id) LEFT JOIN ingest_cursors k ON k.chain_id = c.id",
         (list(chain_ids),), prepare=False,
     )
     return {
-        chain: Freshness(chain, last, newest, None if last is None else max(0.0, current - last))
-        for chain, last, newest in rows
+        chain: Freshness(chain, last, newest, None if last is None else max(0.0, current - last), complete_from, done)
+        for chain, last, newest, complete_from, done in rows
     }
 
 
@@ -171,3 +192,12 @@ def blocks_around(conn: psycopg.Connection, chain_id: int, at: int
     before = None if row[0] is None else (row[0], row[1])
     after = None if row[2] is None else (row[2], row[3])
     return before, after
+
+
+def storage_stats(conn: psycopg.Connection) -> StorageStats:
+    """The database's size on disk and the span of the monthly partitions."""
+    name, size = conn.execute("SELECT current_database(), pg_database_size(current_database())").fetchone()
+    months = sorted(partitions.existing(conn))
+    if not months:
+        return StorageStats(name, size, None, None)
+    return StorageStats(name, size, partitions.month_bounds(*months[0])[0], partitions.month_bounds(*months[-1])[0])

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 #: pg_advisory_xact_lock class serializing writers of one chain (second key: the chain id).
 WRITE_LOCK_CLASS = 0x74640003
-#: events whose recording counts as a successful ingest for freshness.
+#: events whose recording counts as a commit (`last_ingested_at`; freshness is `synced_at`).
 SUCCESS_STATUSES = frozenset({"ingested", "reorg"})
 #: the columns of `transfers` in table order (migration 0004), as COPY sends them
 _COPY_TYPES = ["int8", "int8", "int4", "int4", "int2", "bytea", "bytea", "bytea", "numeric", "bytea", "bytea"]
@@ -213,15 +213,16 @@ def _upsert_blocks(conn: psycopg.Connection, chain_id: int, transfers: Sequence[
 
 
 def _update_chain_state(conn: psycopg.Connection, chain_id: int, cursor: Cursor | None,
-                        row_delta: int, changed: bool, touch: bool) -> None:
-    """One row per chain: cursor, exact row count, data version, last successful ingest."""
+                        row_delta: int, changed: bool, synced_to_head: bool = False) -> None:
+    """One row per chain: cursor, exact row count, data version, last commit, and when a sync
+    last reached the upstream's head (`synced_at`, the freshness every view reports)."""
     c = cursor or Cursor(chain_id)
     keep = cursor is None
     conn.execute(
         "INSERT INTO ingest_cursors AS k (chain_id, synced_block, synced_hash, backfilled_block,"
-        " backfill_target_block, backfill_done, data_version, row_count, last_ingested_at, updated_at)"
+        " backfill_target_block, backfill_done, data_version, row_count, last_ingested_at, synced_at, updated_at)"
         " VALUES (%(chain)s, %(synced)s, %(synced_hash)s, %(backfilled)s, %(target)s, %(done)s, %(bump)s,"
-        " %(rows)s, CASE WHEN %(touch)s THEN now() END, now())"
+        " %(rows)s, now(), CASE WHEN %(at_head)s THEN now() END, now())"
         " ON CONFLICT (chain_id) DO UPDATE SET"
         " synced_block = CASE WHEN %(keep)s THEN k.synced_block ELSE EXCLUDED.synced_block END,"
         " synced_hash = CASE WHEN %(keep)s THEN k.synced_hash ELSE EXCLUDED.synced_hash END,"
@@ -231,11 +232,12 @@ def _update_chain_state(conn: psycopg.Connection, chain_id: int, cursor: Cursor 
         " backfill_done = CASE WHEN %(keep)s THEN k.backfill_done ELSE EXCLUDED.backfill_done END,"
         " data_version = k.data_version + EXCLUDED.data_version,"
         " row_count = k.row_count + EXCLUDED.row_count,"
-        " last_ingested_at = COALESCE(EXCLUDED.last_ingested_at, k.last_ingested_at),"
+        " last_ingested_at = EXCLUDED.last_ingested_at,"
+        " synced_at = COALESCE(EXCLUDED.synced_at, k.synced_at),"
         " updated_at = now()",
         {"chain": chain_id, "synced": c.synced_block, "synced_hash": c.synced_hash, "backfilled": c.backfilled_block,
          "target": c.backfill_target_block, "done": c.backfill_done, "bump": int(changed),
-         "rows": row_delta, "touch": touch, "keep": keep},
+         "rows": row_delta, "at_head": synced_to_head, "keep": keep},
     )
 
 
@@ -301,7 +303,8 @@ def _begin_and_read(conn: psycopg.Connection, chain_id: int, streams: dict[bytes
 
 def _write_once(conn: psycopg.Connection, chain_id: int, streams: dict[bytes, int], rows: Sequence[Transfer],
                 span: _Span | None, cursor: Cursor | None, event: IngestEvent | None,
-                quarantined: Sequence[Quarantined], fork_block: int | None, staged: bool) -> tuple[int, int]:
+                quarantined: Sequence[Quarantined], fork_block: int | None, staged: bool,
+                synced_to_head: bool) -> tuple[int, int]:
     """One transaction in four round trips: BEGIN with the lock and the reads it guards, the COPY,
     the statements that need no answer with COMMIT. (BEGIN/COMMIT are sent by hand to ride in the
     pipelines; `conn.transaction()` would spend a round trip on each.)"""
@@ -311,7 +314,7 @@ def _write_once(conn: psycopg.Connection, chain_id: int, streams: dict[bytes, in
         with conn.pipeline():
             if rows:
                 _upsert_blocks(conn, chain_id, rows, new_range)
-            _update_chain_state(conn, chain_id, cursor, inserted - deleted, bool(inserted or deleted), True)
+            _update_chain_state(conn, chain_id, cursor, inserted - deleted, bool(inserted or deleted), synced_to_head)
             _insert_events(conn, event, quarantined)
             conn.execute("COMMIT")
     except BaseException:
@@ -324,7 +327,8 @@ def _write_once(conn: psycopg.Connection, chain_id: int, streams: dict[bytes, in
 
 
 def _write(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer], cursor: Cursor | None,
-           event: IngestEvent | None, quarantined: Sequence[Quarantined], fork_block: int | None) -> tuple[int, int]:
+           event: IngestEvent | None, quarantined: Sequence[Quarantined], fork_block: int | None,
+           synced_to_head: bool) -> tuple[int, int]:
     require_idle(conn)
     streams = _stream_ids(conn, chain_id, set(map(_contract, transfers)))
     span = _Span.of(transfers) if transfers else None
@@ -334,7 +338,8 @@ def _write(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer
     staged = False
     for attempt in (1, 2, 3):
         try:
-            return _write_once(conn, chain_id, streams, rows, span, cursor, event, quarantined, fork_block, staged)
+            return _write_once(conn, chain_id, streams, rows, span, cursor, event, quarantined, fork_block, staged,
+                               synced_to_head)
         except psycopg.errors.UniqueViolation:
             # The batch repeats a key within itself, or meets one the block check did not
             # foresee: redo it through the staging table.
@@ -353,33 +358,37 @@ def _write(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer
 
 def write_batch(conn: psycopg.Connection, chain_id: int, transfers: Sequence[Transfer], *,
                 cursor: Cursor | None, event: IngestEvent | None,
-                quarantined: Sequence[Quarantined] = ()) -> int:
+                quarantined: Sequence[Quarantined] = (), synced_to_head: bool = False) -> int:
     """Insert transfers (duplicates skipped), the cursor and the events in one transaction.
 
     Returns how many transfers were new. The chain's data version bumps when any row was new.
+    `synced_to_head`: this commit ends a sync that reached the upstream's head, so the chain is
+    fresh as of now (backfill windows and syncs stopped short leave its freshness alone).
     """
-    inserted, _ = _write(conn, chain_id, transfers, cursor, event, quarantined, None)
+    inserted, _ = _write(conn, chain_id, transfers, cursor, event, quarantined, None, synced_to_head)
     return inserted
 
 
 def replace_from_block(conn: psycopg.Connection, chain_id: int, fork_block: int, transfers: Sequence[Transfer], *,
-                       cursor: Cursor | None, event: IngestEvent | None) -> tuple[int, int]:
+                       cursor: Cursor | None, event: IngestEvent | None,
+                       synced_to_head: bool = False) -> tuple[int, int]:
     """Reorg repair in one transaction: delete the chain's rows from `fork_block` on, insert
-    `transfers`, store the cursor and event. Returns (deleted, inserted)."""
-    inserted, deleted = _write(conn, chain_id, transfers, cursor, event, (), fork_block)
+    `transfers`, store the cursor and event. Returns (deleted, inserted). `synced_to_head` as in
+    `write_batch`: the repair reached the upstream's head."""
+    inserted, deleted = _write(conn, chain_id, transfers, cursor, event, (), fork_block, synced_to_head)
     log.info("replaced chain=%s from_block=%d deleted=%d inserted=%d", chain_id, fork_block, deleted, inserted)
     return deleted, inserted
 
 
 def record_event(conn: psycopg.Connection, event: IngestEvent) -> None:
-    """Store one event; an `ingested`/`reorg` event also counts as a successful ingest.
+    """Store one event; an `ingested`/`reorg` event also counts as a commit (`last_ingested_at`).
 
     Inside a caller's transaction it joins it (savepoint); otherwise it commits on its own.
     """
     with conn.transaction():
         _insert_events(conn, event, ())
         if event.status in SUCCESS_STATUSES:
-            _update_chain_state(conn, event.chain_id, None, 0, False, True)
+            _update_chain_state(conn, event.chain_id, None, 0, False)
 
 
 def _block_time_bounds(conn: psycopg.Connection, chain_id: int, block: int,
@@ -435,7 +444,7 @@ def replace_block(conn: psycopg.Connection, chain_id: int, block: int, transfers
     transaction under the chain's write lock, so it is safe beside a running worker: stored rows
     not among `transfers` are deleted, missing ones inserted, the block's time and hash replaced
     (the block forgotten when it holds no transfer any more), the event recorded. The cursor and
-    the last successful ingest are left alone. Returns (deleted, inserted)."""
+    the chain's freshness (`synced_at`) are left alone. Returns (deleted, inserted)."""
     if any(t.block_number != block or t.chain_id != chain_id for t in transfers):
         raise ValueError(f"replace_block: every transfer must be of chain {chain_id}, block {block}")
     require_idle(conn)
@@ -450,7 +459,12 @@ def replace_block(conn: psycopg.Connection, chain_id: int, block: int, transfers
             _upsert_blocks(conn, chain_id, transfers, new_range=False)
         else:
             _forget_empty_block(conn, chain_id, block)
-        _update_chain_state(conn, chain_id, None, inserted - deleted, bool(inserted or deleted), touch=False)
+        _update_chain_state(conn, chain_id, None, inserted - deleted, bool(inserted or deleted))
         _insert_events(conn, event, ())
     log.info("replaced chain=%s block=%d deleted=%d inserted=%d", chain_id, block, deleted, inserted)
     return deleted, inserted
+
+
+def record_synced(conn: psycopg.Connection, chain_id: int) -> None:
+    """A sync found the cursor at the upstream's head, nothing to fetch: the chain is fresh as of now."""
+    conn.execute("UPDATE ingest_cursors SET synced_at = now() WHERE chain_id = %s", (chain_id,))

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import requests
 
+from transfer_daemon import metrics
 from transfer_daemon.backoff import Backoff
 from transfer_daemon.config import ChainConfig
 from transfer_daemon.errors import InvalidApiKey, RateLimited, UpstreamError
@@ -44,7 +45,7 @@ logging.getLogger("urllib3.connectionpool").addFilter(_RedactQuery())
 
 @dataclass
 class UpstreamStats:
-    """Counters of one source, for the worker to export (`snapshot()`)."""
+    """In-process counters of one source (tests read them); `metrics` exports the same events."""
 
     requests: Counter = field(default_factory=Counter)  # attempts by outcome
     retries: int = 0
@@ -165,24 +166,32 @@ class HttpClient:
                 value = self._attempt(method, url, interpret, params, json)
             except UpstreamError as error:
                 self._add_context(error, url, attempt)
-                self.stats.requests[getattr(error, "outcome", "error")] += 1
+                self._count(getattr(error, "outcome", "error"))
                 delay = self._next_delay(error, backoff, started, attempt, url, what)
                 log.warning("retrying %s [%s] after %s: waiting %.1fs (attempt %d)",
                             what, self.chain.name, self.scrub(getattr(error, "detail", "")), delay, attempt)
                 self.stats.retries += 1
+                metrics.RETRIES.labels(self.chain.name).inc()
                 self._sleep(delay)
                 continue
-            self.stats.requests["ok"] += 1
+            self._count("ok")
             return value
+
+    def _count(self, outcome: str) -> None:
+        self.stats.requests[outcome] += 1
+        metrics.UPSTREAM_REQUESTS.labels(self.chain.name, self.chain.kind, outcome).inc()
 
     def _wait_for_token(self) -> None:
         waited = self.limiter.acquire()
         if waited > 0:
             self.stats.rate_limit_waits += 1
             self.stats.rate_limit_wait_s += waited
+            metrics.RATE_LIMIT_WAITS.labels(self.chain.name).inc()
+            metrics.RATE_LIMIT_WAIT_SECONDS.labels(self.chain.name).inc(waited)
 
     def _attempt(self, method: str, url: str, interpret: Callable[[requests.Response], T],
                  params: Mapping[str, Any] | None, json: Any) -> T:
+        started = time.perf_counter()
         try:
             response = self.session.request(method, url, params=params, json=json,
                                             timeout=self.chain.request_timeout_s)
@@ -193,6 +202,8 @@ class HttpClient:
             raise self._wrapped("connection", "connection failed", exc) from None
         except requests.RequestException as exc:
             raise self._wrapped("error", "request failed", exc) from None
+        finally:
+            metrics.UPSTREAM_LATENCY.labels(self.chain.name, self.chain.kind).observe(time.perf_counter() - started)
 
     def _add_context(self, error: UpstreamError, url: str, attempt: int) -> None:
         """Name chain, URL (redacted) and attempt in the message, and scrub the key from all of it."""
