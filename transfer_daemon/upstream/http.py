@@ -12,7 +12,6 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -45,32 +44,13 @@ logging.getLogger("urllib3.connectionpool").addFilter(_RedactQuery())
 
 @dataclass
 class UpstreamStats:
-    """In-process counters of one source (tests read them); `metrics` exports the same events."""
+    """This client's own counters (its tests read them); `metrics` exports the same events."""
 
     requests: Counter = field(default_factory=Counter)  # attempts by outcome
     retries: int = 0
     gave_up: int = 0
     rate_limit_waits: int = 0
     rate_limit_wait_s: float = 0.0
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"requests": dict(self.requests), "retries": self.retries, "gave_up": self.gave_up,
-                "rate_limit_waits": self.rate_limit_waits, "rate_limit_wait_s": round(self.rate_limit_wait_s, 3)}
-
-
-_STATS: dict[str, UpstreamStats] = {}
-_STATS_LOCK = threading.Lock()
-
-
-def stats_for(chain_name: str) -> UpstreamStats:
-    """The process-wide counters of a chain (one object however many sources are built)."""
-    with _STATS_LOCK:
-        return _STATS.setdefault(chain_name, UpstreamStats())
-
-
-def all_stats() -> dict[str, dict[str, Any]]:
-    with _STATS_LOCK:
-        return {name: stats.snapshot() for name, stats in _STATS.items()}
 
 
 @dataclass(frozen=True)
@@ -132,7 +112,7 @@ class HttpClient:
         self.environ = environ
         self.session = session or requests.Session()
         self.policy = policy
-        self.stats = stats or stats_for(chain.name)
+        self.stats = stats or UpstreamStats()
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
