@@ -114,6 +114,12 @@ def _env_name(key: str, raw: Any) -> str:
     return value
 
 
+def _utc_time(key: str, raw: Any) -> str:
+    if not isinstance(raw, str) or not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", raw):
+        raise ConfigError(key, raw, "expected a UTC time of day as HH:MM")
+    return raw
+
+
 def _name(key: str, raw: Any) -> str:
     if not isinstance(raw, str) or not _NAME.match(raw):
         raise ConfigError(key, raw, "expected lower-case letters, digits, '-' or '_' (max 32)")
@@ -232,6 +238,9 @@ class ChainConfig:
     log_window_blocks: int = _setting(2000, _int(1), "eth_getLogs block window (rpc_logs)")
     request_timeout_s: float = _setting(20.0, _float(0), "seconds per upstream call")
     data_source: str | None = _setting(None, _optional_choice(*DATA_SOURCES), "per-chain override")
+    daily_cap_reset_utc: str = _setting(
+        "00:00", _utc_time, "UTC time (HH:MM) the explorer's daily call quota resets; a capped chain waits for it"
+    )
 
     def api_key(self, environ: Mapping[str, str] | None = None) -> str:
         """The secret itself, read from the named variable at the moment of use."""

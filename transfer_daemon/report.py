@@ -84,6 +84,7 @@ def chain_report(conn: psycopg.Connection, config: Config, chain: ChainConfig,
     lag = None if fresh.lag_seconds is None else round(fresh.lag_seconds, 1)
     errors = store.count_recent_events(conn, chain.id, ("error",), since=now - ERROR_WINDOW_S)
     worker = child_report(children, f"worker[{chain.name}]")
+    halt, pause = store.get_stops(conn, chain.id)
     return {
         "id": chain.id, "name": chain.name, "kind": chain.kind, "dataSource": config.data_source_for(chain),
         "worker": worker, "queuedJobs": worker["queuedJobs"],
@@ -98,6 +99,10 @@ def chain_report(conn: psycopg.Connection, config: Config, chain: ChainConfig,
         "lastError": _event(store.last_event(conn, chain.id, ("error",))),
         "errorsLastMinute": errors,
         "alerts": _alerts(config, lag, errors),
+        "paused": None if pause is None else {
+            "reason": pause.reason, "since": iso(pause.since), "until": iso(pause.until),
+            "message": redact_url(pause.message)},
+        "halted": None if halt is None else {"reason": redact_url(halt.reason), "at": iso(halt.at)},
     }
 
 

@@ -23,7 +23,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from transfer_daemon import store
 from transfer_daemon.config import Config
-from transfer_daemon.errors import AlreadyRunning, UpstreamError
+from transfer_daemon.errors import AlreadyRunning, TransferDaemonError
 from transfer_daemon.ingest import backfill as backfill_job
 from transfer_daemon.ingest import context, planning, upkeep
 from transfer_daemon.ingest import sync as sync_job
@@ -138,6 +138,7 @@ class JobRunner:
 
     def start(self) -> None:
         chain = self.ctx.chain
+        context.refresh_stops(self.ctx)  # a halt or pause recorded before this worker started
         now = datetime.now().astimezone()
         logging.getLogger("apscheduler.scheduler").addFilter(_not_an_expected_skip)
 
@@ -145,19 +146,13 @@ class JobRunner:
             self.scheduler.add_job(self._tracked(job_id, body), *trigger, id=job_id,
                                    name=f"{job_id} chain={chain.name}", **options)
 
-        add("sync", self._sync, "interval", seconds=chain.poll_interval_s, next_run_time=now)
+        add("sync", sync_job.sync, "interval", seconds=chain.poll_interval_s, next_run_time=now)
         add("backfill", self._backfill, "interval", seconds=1, next_run_time=now + timedelta(seconds=0.1))
         add("warm", upkeep.warm, "interval", seconds=HOUR)
         add("retention", upkeep.retention, "interval", seconds=DAY, next_run_time=now + timedelta(seconds=5))
         # nightly, spread over the hour by chain so several chains don't verify at once
         add("verify", upkeep.verify, "cron", hour=3, minute=chain.id % 60)
         self.scheduler.start()
-
-    def _sync(self, ctx: context.IngestContext) -> None:
-        sync_job.sync(ctx)
-        if ctx.halted:
-            for job_id in ("sync", "backfill", "verify"):
-                self.scheduler.pause_job(job_id)
 
     def _backfill(self, ctx: context.IngestContext) -> None:
         # bounded by the poll interval so a sync sharing the one executor thread is never starved
@@ -169,7 +164,8 @@ class JobRunner:
             with self._lock:
                 self.running[name] = time.monotonic()
             try:
-                context.run_guarded(self.ctx, name, body)
+                # sync runs every poll interval: it adopts recorded stops and probes a paused upstream
+                context.run_guarded(self.ctx, name, body, gate=name == "sync")
             except Exception:
                 log.exception("failed chain=%s job=%s", self.ctx.chain.name, name)
             finally:
@@ -232,11 +228,20 @@ def backfill_foreground(config: Config, chain_name: str, days: int | None,
             if progress_callback is not None:
                 progress_callback(cursor, planning.backfill_share(cursor))
 
+        _refuse_if_stopped(ctx)
         backfill_job.backfill(ctx, progress=report)
-        if ctx.auth_failed:
-            raise UpstreamError("invalid API key", chain=chain.name, retryable=False)
         with pool.connection() as conn:
             return store.get_cursor(conn, chain.id)
     finally:
         pool.close()
         lock.release()
+
+
+
+def _refuse_if_stopped(ctx: context.IngestContext) -> None:
+    """A foreground backfill respects the chain's recorded halt or pause as the worker does."""
+    context.refresh_stops(ctx)
+    if ctx.halted or ctx.pause is not None:
+        stopped = "halted" if ctx.halted else f"paused ({ctx.pause.reason})"
+        raise TransferDaemonError(f"chain {ctx.chain.name} is {stopped}; `transfer-daemon resume --chain "
+                                  f"{ctx.chain.name}` clears it")

@@ -19,18 +19,19 @@ from transfer_daemon.store.reads import (
     data_version,
     freshness,
     get_cursor,
+    get_stops,
     known_transfer_keys,
     last_event,
     recent_events,
     stored_block_hashes,
 )
 from transfer_daemon.store.retention import apply_retention, compact_closed_partitions
-from transfer_daemon.store.writes import record_event, replace_from_block, write_batch
+from transfer_daemon.store.writes import record_event, replace_from_block, save_halt, save_pause, write_batch
 
 __all__ = [
     "MAX_OFFSET", "ChainStats", "CursorPosition", "Freshness", "TransferPage", "TransferQuery",
     "apply_retention", "chain_stats", "count_recent_events", "compact_closed_partitions", "data_version",
-    "decode_cursor", "encode_cursor", "freshness", "get_cursor", "known_transfer_keys", "last_event",
-    "query_items", "query_transfers", "recent_events", "record_event", "replace_from_block", "stored_block_hashes",
-    "write_batch",
+    "decode_cursor", "encode_cursor", "freshness", "get_cursor", "get_stops", "known_transfer_keys", "last_event",
+    "query_items", "query_transfers", "recent_events", "record_event", "replace_from_block", "save_halt",
+    "save_pause", "stored_block_hashes", "write_batch",
 ]
