@@ -29,6 +29,14 @@ def _load(config_path: str | None) -> Config:
         sys.exit(2)
 
 
+def _chain_name(config: Config, chain: str) -> str:
+    try:
+        return config.chain(chain).name
+    except KeyError:
+        known = ", ".join(c.name for c in config.chains)
+        raise click.BadParameter(f"unknown chain {chain!r} (configured: {known})", param_hint="'--chain'") from None
+
+
 def _reports_errors(command: Callable) -> Callable:
     """Runtime failures become one line on stderr and exit 1 — never a traceback."""
 
@@ -123,11 +131,7 @@ def migrate(config_path: str | None) -> None:
 def backfill(config_path: str | None, chain: str, days: int | None) -> None:
     """Backfill one chain in the foreground with a progress bar."""
     config = _load(config_path)
-    try:
-        name = config.chain(chain).name
-    except KeyError:
-        known = ", ".join(c.name for c in config.chains)
-        raise click.BadParameter(f"unknown chain {chain!r} (configured: {known})", param_hint="'--chain'") from None
+    name = _chain_name(config, chain)
     from transfer_daemon.ingest.worker import backfill_foreground
 
     steps = 1000
@@ -138,6 +142,19 @@ def backfill(config_path: str | None, chain: str, days: int | None) -> None:
     state = "done" if cursor.backfill_done else "not done"
     click.echo(f"backfill {name}: {state}; stored blocks {cursor.backfilled_block}..{cursor.synced_block}"
                f" (target block {cursor.backfill_target_block})")
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--chain", required=True, help="Chain name or id.")
+@_reports_errors
+def resume(config_path: str | None, chain: str) -> None:
+    """Clear a chain halted by a deep reorg or paused by a refusing upstream, once you have looked."""
+    config = _load(config_path)
+    name = _chain_name(config, chain)
+    from transfer_daemon.daemon.control import resume_chain
+
+    sys.exit(resume_chain(config, name, echo=click.echo))
 
 
 @main.command()

@@ -127,9 +127,10 @@ def resume(ctx: IngestContext, why: str) -> None:
         _resumed(ctx, pause.reason, why)
 
 
-def _resumed(ctx: IngestContext, reason: str, why: str) -> None:
+def _resumed(ctx: IngestContext, reason: str, why: str, *, event: bool = True) -> None:
     log.info("resumed chain=%s after %s: %s", ctx.chain.name, reason, why)
-    record(ctx, IngestEvent(ctx.chain_id, "resumed", f"resumed after {reason}: {why}", detail={"reason": reason}))
+    if event:
+        record(ctx, IngestEvent(ctx.chain_id, "resumed", f"resumed after {reason}: {why}", detail={"reason": reason}))
 
 
 def _save_halt(ctx: IngestContext) -> None:
@@ -155,7 +156,7 @@ def refresh_stops(ctx: IngestContext) -> None:
         log.warning("paused chain=%s upstream calls (%s) until %s, as recorded: %s", ctx.chain.name,
                     ctx.pause.reason, _until_text(ctx.pause), ctx.pause.message)
     elif ctx.pause is None and before is not None:
-        _resumed(ctx, before.reason, "cleared by resume")
+        _resumed(ctx, before.reason, "cleared by resume", event=False)  # `resume` recorded it
     _adopt_halt(ctx, halt)
 
 
@@ -166,7 +167,7 @@ def _adopt_halt(ctx: IngestContext, halt: Halt | None) -> None:
     if halt is not None:
         log.warning("halted chain=%s as recorded: %s (transfer-daemon resume clears it)", ctx.chain.name, halt.reason)
     else:
-        _resumed(ctx, "halt", "cleared by resume")
+        _resumed(ctx, "halt", "cleared by resume", event=False)
 
 
 def admit(ctx: IngestContext) -> bool:

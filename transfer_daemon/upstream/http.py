@@ -209,7 +209,7 @@ class HttpClient:
         """The pause before the next attempt, or raise when the call must stop here."""
         if not error.retryable:
             if isinstance(error, InvalidApiKey):
-                log.error("gave up %s [%s]: invalid API key (fix %s)", what, self.chain.name, self.chain.api_key_env)
+                log.warning("gave up %s [%s]: invalid API key (fix %s)", what, self.chain.name, self.chain.api_key_env)
             raise error
         delay = backoff.failed(self._clock())
         retry_after = getattr(error, "retry_after", None)
