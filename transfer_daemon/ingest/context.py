@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -38,6 +39,7 @@ class IngestContext:
     stops_lock: threading.Lock = field(default_factory=threading.Lock)  # `pause` and its record
     backfill_span: int = 0
     cache: Any = None  # transfer_daemon.cache.WarmCache, opened lazily by `warm`
+    last_progress: float = field(default_factory=time.monotonic)  # see `progress`
 
     @property
     def chain_id(self) -> int:
@@ -47,10 +49,37 @@ class IngestContext:
     def may_call_upstream(self) -> bool:
         return not (self.halted or self.pause is not None or self.stopping.is_set())
 
+    def progress(self) -> None:
+        """Something moved: an upstream call attempt, a commit, a tick of a long statement. The
+        worker's heartbeat stops only when no job has made progress for too long."""
+        self.last_progress = time.monotonic()
+
+
+@contextmanager
+def ticking(ctx: IngestContext) -> Iterator[None]:
+    """Count the block as progress while it runs, several times per heartbeat limit: for long
+    statements whose own bound (`statement_timeout`) says how long they may take (a REINDEX)."""
+    every_s = ctx.config.daemon.heartbeat_timeout / 10
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(every_s):
+            ctx.progress()
+
+    ticker = threading.Thread(target=tick, name=f"ticking-{ctx.chain.name}", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+        ctx.progress()
+
 
 def record(ctx: IngestContext, event: IngestEvent) -> None:
     with ctx.pool.connection() as conn:
         store.record_event(conn, event)
+    ctx.progress()
 
 
 def run_guarded(ctx: IngestContext, job: str, body: Callable[[IngestContext], Any], *, gate: bool = False) -> Any:
@@ -215,6 +244,8 @@ def ensure_anchor(ctx: IngestContext, head: int | None = None) -> Cursor:
 
 
 def count_rows(ctx: IngestContext, new: int, quarantined: int) -> None:
+    """After every committed window (sync, backfill, repair): also progress."""
+    ctx.progress()
     if new:
         metrics.ROWS_INGESTED.labels(ctx.chain.name).inc(new)
     if quarantined:

@@ -105,8 +105,8 @@ def _ingest_while_held(config: Config, chain_name: str, database_url: str, heart
     chain = config.chain(chain_name)
     pool = open_pool(database_url, config.database.pool_min, max(2, config.database.pool_max),
                      f"worker[{chain.name}]")
-    source = make_source(chain, limiter_dir=str(Path(config.daemon.data_dir) / "limiter"))
-    ctx = context.IngestContext(config=config, chain=chain, pool=pool, source=source, stopping=threading.Event())
+    ctx = context.IngestContext(config=config, chain=chain, pool=pool, source=None, stopping=threading.Event())
+    ctx.source = make_source(chain, limiter_dir=str(Path(config.daemon.data_dir) / "limiter"), on_attempt=ctx.progress)
     runner = JobRunner(ctx, config)
     try:
         runner.start()
@@ -131,7 +131,9 @@ class JobRunner:
         self.config = config
         self.running: dict[str, float] = {}  # job id -> monotonic start
         self._lock = threading.Lock()
-        executors = {"default": ThreadPoolExecutor(max_workers=config.ingest.concurrency)}
+        # retention has a thread of its own: a month's REINDEX must not hold up sync for its duration
+        executors = {"default": ThreadPoolExecutor(max_workers=config.ingest.concurrency),
+                     "upkeep": ThreadPoolExecutor(max_workers=1)}
         defaults = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
         self.scheduler = BackgroundScheduler(executors=executors, job_defaults=defaults, timezone="UTC")
         ctx.on_changed = lambda: self._run_soon("warm")
@@ -149,7 +151,8 @@ class JobRunner:
         add("sync", sync_job.sync, "interval", seconds=chain.poll_interval_s, next_run_time=now)
         add("backfill", self._backfill, "interval", seconds=1, next_run_time=now + timedelta(seconds=0.1))
         add("warm", upkeep.warm, "interval", seconds=HOUR)
-        add("retention", upkeep.retention, "interval", seconds=DAY, next_run_time=now + timedelta(seconds=5))
+        add("retention", upkeep.retention, "interval", seconds=DAY, next_run_time=now + timedelta(seconds=5),
+            executor="upkeep")
         # nightly, spread over the hour by chain so several chains don't verify at once
         add("verify", upkeep.verify, "cron", hour=3, minute=chain.id % 60)
         self.scheduler.start()
@@ -180,10 +183,12 @@ class JobRunner:
             job.modify(next_run_time=datetime.now().astimezone())
 
     def stuck(self, limit_s: float) -> bool:
-        """A job running longer than `limit_s`: stop the heartbeat so the supervisor restarts us."""
+        """A job running with no progress (`IngestContext.progress`) for `limit_s`: stop the
+        heartbeat so the supervisor restarts us. Slow work that progresses is not stuck: one
+        call may retry for minutes, and every attempt counts."""
         now = time.monotonic()
         with self._lock:
-            return any(now - started > limit_s for started in self.running.values())
+            return any(now - max(started, self.ctx.last_progress) > limit_s for started in self.running.values())
 
     def stop(self, grace_s: float) -> None:
         """Stop scheduling; let the current batches finish or abandon atomically within `grace_s`."""

@@ -125,7 +125,8 @@ class HttpClient:
     def __init__(self, chain: ChainConfig, limiter: Limiter, *, environ: Mapping[str, str] | None = None,
                  session: requests.Session | None = None, policy: RetryPolicy = RetryPolicy(),
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None, stats: UpstreamStats | None = None) -> None:
+                 rng: random.Random | None = None, stats: UpstreamStats | None = None,
+                 on_attempt: Callable[[], None] | None = None) -> None:
         self.chain = chain
         self.limiter = limiter
         self.environ = environ
@@ -135,6 +136,7 @@ class HttpClient:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
+        self._on_attempt = on_attempt or (lambda: None)  # progress: a retrying call is not a hung one
         self._warned: set[str] = set()
 
     def api_key(self) -> str:
@@ -164,6 +166,7 @@ class HttpClient:
             try:
                 value = self._attempt(method, url, interpret, params, json)
             except UpstreamError as error:
+                self._on_attempt()
                 self._add_context(error, url, attempt)
                 self.stats.requests[getattr(error, "outcome", "error")] += 1
                 delay = self._next_delay(error, backoff, started, attempt, url, what)
@@ -172,6 +175,7 @@ class HttpClient:
                 self.stats.retries += 1
                 self._sleep(delay)
                 continue
+            self._on_attempt()
             self.stats.requests["ok"] += 1
             return value
 
