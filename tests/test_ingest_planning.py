@@ -197,6 +197,16 @@ def test_verify_window_is_settled_and_rotates_by_day():
     assert p.verify_window(cursor, 12, 100, now=DAY + 99) == second  # same day, same blocks
 
 
+def test_verify_window_starts_at_the_oldest_block_retention_left():
+    cursor = Cursor(1, synced_block=10_000, backfilled_block=1_000)
+    assert p.verify_window(cursor, 12, 100_000, now=0, oldest_stored=6_000) == p.Window(6_000, 9_988)
+    assert p.verify_window(cursor, 12, 100_000, now=0, oldest_stored=500) == p.Window(1_000, 9_988)
+    assert p.verify_window(cursor, 12, 100, now=0, oldest_stored=9_995) is None  # nothing settled is stored
+    for day in range(200):
+        window = p.verify_window(cursor, 12, 100, now=day * DAY, oldest_stored=6_000)
+        assert window.lo >= 6_000
+
+
 def test_verify_window_small_or_empty_ranges():
     assert p.verify_window(Cursor(1, synced_block=50, backfilled_block=10), 12, 100, 0) == p.Window(10, 38)
     assert p.verify_window(Cursor(1, synced_block=20, backfilled_block=10), 12, 100, 0) is None

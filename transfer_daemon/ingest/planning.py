@@ -218,16 +218,19 @@ def backfilled_cursor(cursor: Cursor, window: Window, target: int, done: bool) -
 # --- verify -------------------------------------------------------------------------------
 
 
-def verify_window(cursor: Cursor, confirmations: int, size: int, now: float) -> Window | None:
+def verify_window(cursor: Cursor, confirmations: int, size: int, now: float,
+                  oldest_stored: int | None = None) -> Window | None:
     """A settled window (older than `confirmations`, inside what is stored) to recount.
 
     Deterministic in the day: successive nights walk the stored range, so over time every part
-    of the history is recounted, and a rerun on the same day checks the same blocks.
+    of the history is recounted, and a rerun on the same day checks the same blocks. The range
+    starts no lower than `oldest_stored`, the oldest block still stored: retention drops old
+    months below the cursor's `backfilled_block`, and recounting them would report them missing.
     """
     if cursor.synced_block is None or cursor.backfilled_block is None:
         return None
     hi = cursor.synced_block - confirmations
-    lo = cursor.backfilled_block
+    lo = cursor.backfilled_block if oldest_stored is None else max(cursor.backfilled_block, oldest_stored)
     if hi < lo:
         return None
     span = hi - lo + 1

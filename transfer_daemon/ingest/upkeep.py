@@ -43,7 +43,8 @@ def verify(ctx: IngestContext) -> dict | None:
         return None
     with ctx.pool.connection() as conn:
         cursor = store.get_cursor(conn, ctx.chain_id)
-    window = planning.verify_window(cursor, ctx.chain.confirmations, VERIFY_BLOCKS, ctx.clock())
+        oldest = store.chain_stats(conn, ctx.chain_id).oldest_block  # what retention left
+    window = planning.verify_window(cursor, ctx.chain.confirmations, VERIFY_BLOCKS, ctx.clock(), oldest)
     if window is None:
         return None
     result = ctx.source.fetch_blocks(window.lo, window.hi, max_calls=ctx.chain.max_pages_per_cycle)

@@ -42,17 +42,28 @@ class RetentionLimits:
 
 
 @contextmanager
-def _statement_timeout(conn: psycopg.Connection, seconds: float) -> Iterator[None]:
-    conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(f"{int(seconds * 1000)}ms")))
+def _bounded(conn: psycopg.Connection, timeout: str, seconds: float) -> Iterator[None]:
+    """The session's `statement_timeout` or `lock_timeout` while the block runs."""
+    conn.execute(sql.SQL("SET {} = {}").format(sql.Identifier(timeout), sql.Literal(f"{int(seconds * 1000)}ms")))
     try:
         yield
     finally:
-        conn.execute("RESET statement_timeout")
+        conn.execute(sql.SQL("RESET {}").format(sql.Identifier(timeout)))
 
 
-def _drop_partition(conn: psycopg.Connection, name: str, lock_timeout_s: float) -> None:
+def _ensure_months(conn: psycopg.Connection, now: float, limits: RetentionLimits) -> None:
+    """Next months' partitions, made ahead (attaching one locks `transfers` like a drop); a
+    writer makes a missing month itself, so a lock not granted soon only defers this."""
+    try:
+        with _bounded(conn, "lock_timeout", limits.lock_timeout_s):
+            partitions.ensure_months(conn, now, now + 2 * 31 * 86400)
+    except psycopg.errors.LockNotAvailable:
+        log.warning("deferred creating the coming months' partitions: lock not granted within %.1fs",
+                    limits.lock_timeout_s)
+
+
+def _drop_partition(conn: psycopg.Connection, name: str) -> None:
     with conn.transaction():
-        conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_timeout_s * 1000)}ms",))
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", partitions.PARTITION_LOCK)
         counts = conn.execute(
             f"SELECT s.chain_id, count(*) FROM {name} t JOIN streams s USING (stream_id) GROUP BY s.chain_id"
@@ -71,7 +82,8 @@ def _drop_with_retries(conn: psycopg.Connection, name: str, limits: RetentionLim
     when every attempt met a lock (the next run tries again)."""
     for attempt in range(1, limits.drop_attempts + 1):
         try:
-            _drop_partition(conn, name, limits.lock_timeout_s)
+            with _bounded(conn, "lock_timeout", limits.lock_timeout_s):
+                _drop_partition(conn, name)
             return True
         except psycopg.errors.LockNotAvailable:
             log.warning("deferred dropping partition %s: lock not granted within %.1fs (attempt %d of %d)",
@@ -89,8 +101,8 @@ def apply_retention(conn: psycopg.Connection, retention_days: int, now: float,
     require_idle(conn)
     cutoff = now - retention_days * 86400
     dropped, kept_from = [], partitions.month_bounds(*partitions.month_of(int(cutoff)))[0]
-    with _statement_timeout(conn, limits.statement_timeout_s):
-        partitions.ensure_months(conn, now, now + 2 * 31 * 86400)
+    with _bounded(conn, "statement_timeout", limits.statement_timeout_s):
+        _ensure_months(conn, now, limits)
         for (year, month), name in sorted(partitions.existing(conn).items()):
             lower, upper = partitions.month_bounds(year, month)
             if upper > cutoff:
@@ -106,7 +118,7 @@ def apply_retention(conn: psycopg.Connection, retention_days: int, now: float,
             conn.execute("DELETE FROM ingest_events WHERE occurred_at < to_timestamp(%s)", (cutoff,))
             conn.execute("DELETE FROM partition_maintenance WHERE name = ANY(%s)", (dropped,))
     forget_partitions(conn)
-    compact_closed_partitions(conn, now, limits=limits)
+    compact_closed_partitions(conn, now, limits=limits, after=cutoff)
     return dropped
 
 
@@ -134,9 +146,10 @@ def _compact(conn: psycopg.Connection, name: str) -> bool:
 
 
 def compact_closed_partitions(conn: psycopg.Connection, now: float, settle_seconds: int = 86400,
-                              limits: RetentionLimits = RetentionLimits()) -> list[str]:
+                              limits: RetentionLimits = RetentionLimits(), after: float | None = None) -> list[str]:
     """Rebuild, packed full, the indexes of each month that ended more than `settle_seconds` ago
-    and was not compacted yet (REINDEX CONCURRENTLY: reads and writes go on meanwhile).
+    (and after `after`: a month retention is about to drop is not worth it) and was not compacted
+    yet (REINDEX CONCURRENTLY: reads and writes go on meanwhile).
 
     Needs an autocommit connection (REINDEX CONCURRENTLY cannot run in a transaction); returns
     the partitions compacted. Skipped while another process compacts.
@@ -147,10 +160,11 @@ def compact_closed_partitions(conn: psycopg.Connection, now: float, settle_secon
     if not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", COMPACTION_LOCK).fetchone()[0]:
         return []
     try:
-        with _statement_timeout(conn, limits.statement_timeout_s):
+        with _bounded(conn, "statement_timeout", limits.statement_timeout_s):
             done = {name for name, in conn.execute("SELECT name FROM partition_maintenance")}
+            floor = float("-inf") if after is None else after
             due = [name for (year, month), name in sorted(partitions.existing(conn).items())
-                   if name not in done and partitions.month_bounds(year, month)[1] <= now - settle_seconds]
+                   if name not in done and floor < partitions.month_bounds(year, month)[1] <= now - settle_seconds]
             return [name for name in due if _compact(conn, name)]
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s, %s)", COMPACTION_LOCK)
