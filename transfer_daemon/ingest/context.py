@@ -86,13 +86,12 @@ def run_guarded(ctx: IngestContext, job: str, body: Callable[[IngestContext], An
     """Run one job; turn upstream failures into events instead of a dead scheduler thread.
 
     An answer that refuses every call for now (`CallsRefused`) pauses the chain's upstream calls
-    (one alert per episode); other upstream errors are retried by the next scheduled run. A halt
-    the job decided is recorded in the store. `gate` (the sync job, which runs every poll interval)
-    first adopts the stops recorded in the store, and while paused lets through only a due probe.
+    (one alert per episode); other upstream errors are retried by the next scheduled run. `gate`
+    is for the sync job, which runs every poll interval: it first adopts the stops recorded in
+    the store and, while paused, lets through only a due probe; a halt it decides is recorded.
     """
     if gate and not admit(ctx):
         return None
-    halted = ctx.halted
     try:
         return body(ctx)
     except CallsRefused as exc:
@@ -101,7 +100,7 @@ def run_guarded(ctx: IngestContext, job: str, body: Callable[[IngestContext], An
         log.warning("failed chain=%s job=%s upstream error, retrying next run: %s", ctx.chain.name, job, exc)
         record(ctx, IngestEvent(ctx.chain_id, "error", f"{job}: {exc}", detail={"job": job}))
     finally:
-        if ctx.halted and not halted:
+        if gate and ctx.halted:  # admitted, so not halted before: sync found a reorg too deep
             _save_halt(ctx)
     return None
 
