@@ -242,7 +242,6 @@ def backfill_foreground(config: Config, chain_name: str, days: int | None,
         lock.release()
 
 
-
 def _refuse_if_stopped(ctx: context.IngestContext) -> None:
     """A foreground backfill respects the chain's recorded halt or pause as the worker does."""
     context.refresh_stops(ctx)
