@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -161,3 +162,33 @@ def test_cli_exits_2_naming_the_key(tmp_path: Path, toml: str, key: str) -> None
     assert result.returncode == 2, result.stderr
     assert key in result.stderr
     assert "Traceback" not in result.stderr
+
+
+RELOAD_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from transfer_daemon.config import load_config
+config, dotenv = sys.argv[1], Path(sys.argv[1]).parent / ".env"
+dotenv.write_text("FIXED_KEY=revoked\\nSHADOWED_KEY=from-dotenv\\nDROPPED_KEY=old\\n")
+load_config(config)
+first = [os.environ.get(name) for name in ("FIXED_KEY", "SHADOWED_KEY", "DROPPED_KEY")]
+dotenv.write_text("FIXED_KEY=fixed\\nSHADOWED_KEY=from-dotenv-2\\n")
+load_config(config)
+second = [os.environ.get(name) for name in ("FIXED_KEY", "SHADOWED_KEY", "DROPPED_KEY")]
+print(json.dumps([first, second]))
+"""
+
+
+def test_a_reload_reads_the_dotenv_again_but_never_over_the_process_environment(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(
+        '[[chains]]\nid = 1\nname = "a"\nkind = "etherscan"\nbase_url = "http://x"\napi_key_env = "FIXED_KEY"\n'
+        'contracts = ["0xdac17f958d2ee523a2206206994597c13d831ec7"]\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_KEY")}
+    env["SHADOWED_KEY"] = "from-the-process"
+    result = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, str(tmp_path / "c.toml")], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    first, second = json.loads(result.stdout)
+    assert first == ["revoked", "from-the-process", "old"]
+    assert second == ["fixed", "from-the-process", None]  # replaced, still shadowed, gone with its line

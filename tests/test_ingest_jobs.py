@@ -125,13 +125,14 @@ class _RefusingSource:
 def test_invalid_api_key_raises_an_alert_and_stops_calling(run):
     _, ctx = run("etherscan")
     ctx.source = _RefusingSource()
-    context.run_guarded(ctx, "sync", sync_job.sync)
-    context.run_guarded(ctx, "sync", sync_job.sync)
+    context.run_guarded(ctx, "sync", sync_job.sync, gate=True)
+    context.run_guarded(ctx, "sync", sync_job.sync, gate=True)
     context.run_guarded(ctx, "backfill", backfill_job.backfill)
-    assert ctx.auth_failed and ctx.source.calls == 1
+    assert ctx.pause.reason == "invalid_key" and ctx.source.calls == 1
     with ctx.pool.connection() as conn:
         events = store.recent_events(conn, ctx.chain_id, statuses=["alert"])
-    assert len(events) == 1 and "invalid API key" in events[0]["message"]
+        assert store.get_stops(conn, ctx.chain_id)[1].reason == "invalid_key"
+    assert len(events) == 1 and "Invalid API Key" in events[0]["message"]
 
 
 def test_retention_records_what_it_dropped(run):

@@ -50,11 +50,12 @@ def setup(tmp_path, empty_database_url, monkeypatch):
 
 
 def _holder(url: str) -> int | None:
-    """pid of the worker holding an advisory lock in this database (from its lock connection's name)."""
+    """pid of the worker holding a chain's advisory lock in this database (its lock connection's name);
+    a chain's lock has a bigint key (objsubid 1), the store's others two int4 keys."""
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
+            "WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.database = "
             "(SELECT oid FROM pg_database WHERE datname = current_database())").fetchone()
     return int(row[0].rsplit(" ", 1)[1]) if row else None
 

@@ -21,8 +21,8 @@ RPC = sample("jsonrpc-getlogs-errors.json")
     ("rate_limit_daily__aioetherscan_test", c.DAILY_LIMIT),
     ("missing_or_invalid_key_soft__status_1_still_returns_data", c.MALFORMED),
     ("invalid_api_key", c.INVALID_KEY),
-    ("deprecated_v1_endpoint", c.FATAL),
-    ("free_tier_chain_not_supported_v2", c.FATAL),
+    ("deprecated_v1_endpoint", c.ENDPOINT),
+    ("free_tier_chain_not_supported_v2", c.ENDPOINT),
     ("no_transactions_found__txlist_tokentx_empty", c.EMPTY),
     ("no_records_found__logs_getLogs_empty", c.EMPTY),
     ("query_timeout__message_field_variant_gnosisscan", c.QUERY_TIMEOUT),
@@ -52,6 +52,20 @@ def test_per_second_rate_limit_suggests_one_slot():
 
 def test_deprecated_v1_names_the_fix():
     assert "v2/api" in c.classify_explorer(ERRORS["deprecated_v1_endpoint"]).message
+
+
+#: Etherscan v2's answer to a chainid it does not serve (what the simulator answers too).
+UNKNOWN_CHAIN_ID = {"status": "0", "message": "NOTOK", "result": (
+    "Missing or unsupported chainid parameter (required for v2 api), please see "
+    "https://api.etherscan.io/v2/chainlist for the list of supported chainids")}
+
+
+def test_answers_refusing_the_chain_itself_are_endpoint_refusals_on_every_module():
+    assert c.classify_explorer(UNKNOWN_CHAIN_ID).kind == c.ENDPOINT
+    for key in ("deprecated_v1_endpoint", "free_tier_chain_not_supported_v2"):
+        assert c.classify_proxy(ERRORS[key])[0] == c.ENDPOINT
+    assert c.classify_proxy(UNKNOWN_CHAIN_ID)[0] == c.ENDPOINT
+    assert c.classify_proxy(ERRORS["rate_limit_daily__aioetherscan_test"])[0] == c.DAILY_LIMIT
 
 
 @pytest.mark.parametrize(("body", "why"), [

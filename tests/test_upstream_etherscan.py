@@ -21,7 +21,7 @@ from upstream_fixtures import (
     tokentx_row,
 )
 
-from transfer_daemon.errors import InvalidApiKey, RateLimited, UpstreamError
+from transfer_daemon.errors import CallsRefused, DailyCapReached, EndpointRefused, InvalidApiKey, UpstreamError
 from transfer_daemon.model import TRANSFER_TOPIC
 from transfer_daemon.upstream import etherscan
 from transfer_daemon.upstream.etherscan import ExplorerSource
@@ -213,20 +213,30 @@ def test_invalid_key_is_never_retried_and_never_shown(rsps, tmp_path, fake, capl
     assert "TEST_ETHERSCAN_KEY" in caplog.text  # the log names the variable to fix
 
 
-@pytest.mark.parametrize("key", ["deprecated_v1_endpoint", "free_tier_chain_not_supported_v2",
-                                 "blockscout_invalid_address_hash"])
-def test_answers_an_operator_must_act_on_are_not_retried(rsps, tmp_path, fake, key):
+@pytest.mark.parametrize(("key", "kind"), [("deprecated_v1_endpoint", EndpointRefused),
+                                           ("free_tier_chain_not_supported_v2", EndpointRefused),
+                                           ("blockscout_invalid_address_hash", UpstreamError)])
+def test_answers_an_operator_must_act_on_are_not_retried(rsps, tmp_path, fake, key, kind):
     rsps.get(V2, json=ERRORS[key])
     with pytest.raises(UpstreamError) as caught:
         explorer(tmp_path, fake).fetch_blocks(1, 2)
     assert caught.value.retryable is False and len(rsps.calls) == 1 and fake.sleeps == []
+    assert type(caught.value) is kind
 
 
-def test_daily_cap_is_not_retried_and_says_when_to_come_back(rsps, tmp_path, fake):
+def test_daily_cap_is_not_retried_and_pauses_the_chain(rsps, tmp_path, fake):
     rsps.get(V2, json=ERRORS["rate_limit_daily__aioetherscan_test"])
-    with pytest.raises(RateLimited) as caught:
+    with pytest.raises(DailyCapReached) as caught:
         explorer(tmp_path, fake).fetch_blocks(1, 2)
-    assert caught.value.retryable is False and 0 < caught.value.retry_after <= 86_400
+    assert caught.value.retryable is False and len(rsps.calls) == 1 and fake.sleeps == []
+    assert isinstance(caught.value, CallsRefused) and caught.value.reset_at is None  # Etherscan does not say
+
+
+def test_daily_cap_on_the_proxy_module_is_the_same_refusal(rsps, tmp_path, fake):
+    rsps.get(V2, json=ERRORS["rate_limit_daily__aioetherscan_test"])
+    with pytest.raises(DailyCapReached):
+        explorer(tmp_path, fake).head_block()
+    assert len(rsps.calls) == 1
 
 
 @pytest.mark.parametrize("key", ["query_timeout__message_field_variant_gnosisscan",

@@ -29,6 +29,14 @@ def _load(config_path: str | None) -> Config:
         sys.exit(2)
 
 
+def _chain_name(config: Config, chain: str) -> str:
+    try:
+        return config.chain(chain).name
+    except KeyError:
+        known = ", ".join(c.name for c in config.chains)
+        raise click.BadParameter(f"unknown chain {chain!r} (configured: {known})", param_hint="'--chain'") from None
+
+
 def _reports_errors(command: Callable) -> Callable:
     """Runtime failures become one line on stderr and exit 1 — never a traceback."""
 
@@ -123,11 +131,7 @@ def migrate(config_path: str | None) -> None:
 def backfill(config_path: str | None, chain: str, days: int | None) -> None:
     """Backfill one chain in the foreground with a progress bar."""
     config = _load(config_path)
-    try:
-        name = config.chain(chain).name
-    except KeyError:
-        known = ", ".join(c.name for c in config.chains)
-        raise click.BadParameter(f"unknown chain {chain!r} (configured: {known})", param_hint="'--chain'") from None
+    name = _chain_name(config, chain)
     from transfer_daemon.ingest.worker import backfill_foreground
 
     steps = 1000
@@ -156,16 +160,25 @@ def verify(config_path: str | None, chain: str | None, hours: int, repair: bool,
     Exit 0 when every chain matches, 1 when one differs (named, with counts) or could not be read.
     """
     config = _load(config_path)
-    try:
-        names = [c.name for c in config.chains] if chain is None else [config.chain(chain).name]
-    except KeyError:
-        known = ", ".join(c.name for c in config.chains)
-        raise click.BadParameter(f"unknown chain {chain!r} (configured: {known})", param_hint="'--chain'") from None
+    names = [c.name for c in config.chains] if chain is None else [_chain_name(config, chain)]
     from transfer_daemon.ingest.verify import document, render, verify_command
 
     report = verify_command(config, names, hours, repair)
     click.echo(json.dumps(document(report), indent=2) if as_json else render(report))
     sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--chain", required=True, help="Chain name or id.")
+@_reports_errors
+def resume(config_path: str | None, chain: str) -> None:
+    """Clear a chain halted by a deep reorg or paused by a refusing upstream, once you have looked."""
+    config = _load(config_path)
+    name = _chain_name(config, chain)
+    from transfer_daemon.daemon.control import resume_chain
+
+    sys.exit(resume_chain(config, name, echo=click.echo))
 
 
 @main.command()

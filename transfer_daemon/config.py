@@ -115,6 +115,12 @@ def _env_name(key: str, raw: Any) -> str:
     return value
 
 
+def _utc_time(key: str, raw: Any) -> str:
+    if not isinstance(raw, str) or not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", raw):
+        raise ConfigError(key, raw, "expected a UTC time of day as HH:MM")
+    return raw
+
+
 def _name(key: str, raw: Any) -> str:
     if not isinstance(raw, str) or not _NAME.match(raw):
         raise ConfigError(key, raw, "expected lower-case letters, digits, '-' or '_' (max 32)")
@@ -263,6 +269,9 @@ class ChainConfig:
     log_window_blocks: int = _setting(2000, _int(1), "eth_getLogs block window (rpc_logs)")
     request_timeout_s: float = _setting(20.0, _float(0), "seconds per upstream call")
     data_source: str | None = _setting(None, _optional_choice(*DATA_SOURCES), "per-chain override")
+    daily_cap_reset_utc: str = _setting(
+        "00:00", _utc_time, "UTC time (HH:MM) the explorer's daily call quota resets; a capped chain waits for it"
+    )
 
     def api_key(self, environ: Mapping[str, str] | None = None) -> str:
         """The secret itself, read from the named variable at the moment of use."""
@@ -384,11 +393,31 @@ def resolve_config_path(path: str | os.PathLike | None, environ: Mapping[str, st
     return Path(path or environ.get("TRANSFERS_CONFIG") or DEFAULT_CONFIG_PATH)
 
 
+#: What this process took into `os.environ` from `.env` files, name -> value. The environment is
+#: process-wide, and so is this record: it tells a variable the process was started with (which
+#: a `.env` never overrides) from one an earlier load put there (which the next load replaces, or
+#: removes when the file no longer sets it), so a reload picks up a fixed key from the `.env`.
+_from_dotenv: dict[str, str] = {}
+
+
+def _export_dotenv(values: Mapping[str, str]) -> None:
+    for name in [name for name in _from_dotenv if name not in values]:
+        if os.environ.get(name) == _from_dotenv.pop(name):
+            del os.environ[name]
+    for name, value in values.items():
+        if name in os.environ and name not in _from_dotenv:
+            continue  # set in the environment the process was started with: it wins
+        os.environ[name] = value
+        _from_dotenv[name] = value
+
+
 def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Read the TOML file, the `.env` beside it and the environment.
 
-    Values from `.env` are also exported into `os.environ` (without overriding), so secrets
-    named by `api_key_env` resolve the same way in every child process.
+    Values from `.env` are also exported into `os.environ`, so secrets named by `api_key_env`
+    resolve the same way in every child process forked afterwards. A later load (a reload)
+    exports the file's current values over those an earlier load exported, never over the
+    variables the process was started with: process environment > `.env` > TOML.
     """
     config_path = resolve_config_path(path, environ)
     try:
@@ -401,8 +430,7 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
     dotenv_file = config_path.parent / ".env"
     from_dotenv = {k: v for k, v in dotenv_values(dotenv_file).items() if v is not None}
     if environ is None:
-        for key, value in from_dotenv.items():
-            os.environ.setdefault(key, value)
+        _export_dotenv(from_dotenv)
         merged: Mapping[str, str] = os.environ
     else:
         merged = {**from_dotenv, **environ}

@@ -33,11 +33,30 @@ class RateLimited(UpstreamError):
         self.retry_after = retry_after
 
 
-class InvalidApiKey(UpstreamError):
-    """Never retried: an operator must fix the key (alert-level event)."""
+class CallsRefused(UpstreamError):
+    """The upstream will refuse every call until something changes (a quota resets, an operator
+    fixes the settings): never retried; the chain pauses its upstream calls instead."""
 
     def __init__(self, message: str, **context) -> None:
+        context.pop("retryable", None)
         super().__init__(message, retryable=False, **context)
+
+
+class InvalidApiKey(CallsRefused):
+    """The key was refused: calls pause until the key is fixed (alert-level event)."""
+
+
+class DailyCapReached(CallsRefused):
+    """The key has used its calls for the day; `reset_at` (unix seconds) when the upstream says."""
+
+    def __init__(self, message: str, *, reset_at: float | None = None, **context) -> None:
+        super().__init__(message, **context)
+        self.reset_at = reset_at
+
+
+class EndpointRefused(CallsRefused):
+    """The endpoint will not serve this chain as configured: a deprecated API version, a chain id
+    it does not know, or a chain the key's plan does not cover."""
 
 
 class RangeTooWide(UpstreamError):

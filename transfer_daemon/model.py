@@ -160,7 +160,33 @@ class IngestEvent:
     """One line of a chain's ingest history (`ingest_events`)."""
 
     chain_id: int
-    status: str  # ingested | reorg | quarantined | error | alert | drift | verified | repair | halted | retention
+    status: str  # ingested | reorg | quarantined | error | alert | drift | verified | repair | halted | resumed
+    #               | retention
     message: str = ""
     rows: int = 0
     detail: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A chain's upstream calls stopped because the upstream refuses them all for now.
+
+    `until` (unix seconds) is when the refusal is expected to end (a daily quota's reset); None
+    means until the chain's upstream settings or secret change. `config` is a digest of those
+    settings and secret at the refusal, so a worker started with different ones lifts the pause.
+    """
+
+    reason: str  # daily_cap | invalid_key | endpoint_refused
+    since: float
+    until: float | None
+    message: str = ""
+    config: str = ""
+    probed_at: float | None = None  # the last call that checked whether the refusal still holds
+
+
+@dataclass(frozen=True, slots=True)
+class Halt:
+    """A chain whose ingestion stopped until an operator has looked (a reorg deeper than allowed)."""
+
+    reason: str
+    at: float

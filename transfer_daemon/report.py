@@ -116,6 +116,7 @@ def chain_report(conn: psycopg.Connection, config: Config, chain: ChainConfig,
     errors = store.count_recent_events(conn, chain.id, ("error",), since=now - ERROR_WINDOW_S)
     worker = child_report(children, f"worker[{chain.name}]")
     span = _backfill_span(children, f"worker[{chain.name}]")
+    halt, pause = store.get_stops(conn, chain.id)
     return {
         "id": chain.id, "name": chain.name, "kind": chain.kind, "dataSource": config.data_source_for(chain),
         "worker": worker, "queuedJobs": worker["queuedJobs"],
@@ -132,6 +133,10 @@ def chain_report(conn: psycopg.Connection, config: Config, chain: ChainConfig,
         "errorsLastMinute": errors,
         "lastVerify": _event(store.last_event(conn, chain.id, VERIFY_STATUSES)),
         "alerts": _alerts(config, view["ingestLagSeconds"], errors),
+        "paused": None if pause is None else {
+            "reason": pause.reason, "since": iso(pause.since), "until": iso(pause.until),
+            "message": redact_url(pause.message)},
+        "halted": None if halt is None else {"reason": redact_url(halt.reason), "at": iso(halt.at)},
     }
 
 
@@ -150,7 +155,9 @@ def recent_activity(conn: psycopg.Connection, limit: int = 30) -> list[dict[str,
 
 
 def is_healthy(report: dict[str, Any]) -> bool:
-    return not report["alerts"] and report["worker"]["state"] in HEALTHY_WORKER_STATES
+    """No alert, a worker running, and its chain neither halted nor paused."""
+    stopped = report.get("halted") or report.get("paused")
+    return not report["alerts"] and not stopped and report["worker"]["state"] in HEALTHY_WORKER_STATES
 
 
 def _read_store(config: Config, children: tuple[bool, dict[str, dict]],

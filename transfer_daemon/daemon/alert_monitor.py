@@ -37,13 +37,13 @@ CONNECT_TIMEOUT_S = 3
 
 def chain_facts(chain_report: dict[str, Any], running_since: float | None) -> ChainFacts:
     """The facts the alerts are evaluated on, from one chain's report."""
-    paused = chain_report.get("paused") or {}
+    paused = chain_report.get("paused") or {}  # a refused key, the daily cap, a refused endpoint
     verify = chain_report.get("lastVerify") or {}
     return ChainFacts(
         chain=chain_report["name"], chain_id=chain_report["id"], lag_s=chain_report.get("ingestLagSeconds"),
         errors_last_min=chain_report.get("errorsLastMinute") or 0,
         worker_state=chain_report["worker"]["state"], running_since=running_since,
-        halted=bool(chain_report.get("halted")), auth_failed=paused.get("reason") in ("invalid_key", "daily_cap"),
+        halted=bool(chain_report.get("halted")), auth_failed=bool(paused.get("reason")),
         drift=verify.get("status") == "drift",
     )
 

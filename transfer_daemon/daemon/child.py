@@ -43,6 +43,7 @@ class ChildSpec:
     config_fingerprint: str = ""
     chain: str | None = None
     heartbeat: bool = False
+    secrets_fingerprint: str = ""  # digest of the secret values the child reads (set by the supervisor)
 
 
 @dataclass(frozen=True)

@@ -42,12 +42,23 @@ _PR_SET_PDEATHSIG = 1
 DATABASE_CHECK_S = 5.0
 # ChainConfig fields only the worker uses: changing them must not restart the API.
 _INGEST_ONLY = {"poll_interval_s", "page_size", "max_pages_per_cycle", "backfill_days", "start_block",
-                "confirmations", "max_reorg_depth", "log_window_blocks"}
+                "confirmations", "max_reorg_depth", "log_window_blocks", "daily_cap_reset_utc"}
 
 
 def fingerprint(*parts: Any) -> str:
     """Stable digest of frozen config records: equal configs, equal fingerprints."""
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def secrets_fingerprint(config: Config, spec: ChildSpec) -> str:
+    """A digest of the secret values `spec`'s child reads from the environment: its chain's key,
+    or for the API the keys of the chains it may ask upstream. Configs name secrets only, so a
+    key fixed in the `.env` changes no config fingerprint; this one changes. Never logged."""
+    if spec.chain is not None:
+        chains = [chain for chain in config.chains if chain.name == spec.chain]
+    else:
+        chains = [chain for chain in config.chains if config.data_source_for(chain) == "upstream"]
+    return fingerprint(*((chain.api_key_env, chain.api_key()) for chain in chains))
 
 
 def _worker_main(config: Config, chain_name: str, database_url: str, heartbeat: Heartbeat) -> None:
@@ -102,6 +113,15 @@ def database_plan(bootstrap: Callable[[Config], str] = bootstrap_database) -> Sp
         return production_specs(config, resolved[key])
 
     return build
+
+
+def _changed(child: Child, spec: ChildSpec) -> str | None:
+    """What about a running child's spec changed on reload ("config", "secrets"), or None."""
+    if child.spec.config_fingerprint != spec.config_fingerprint or not child.wanted:
+        return "config"
+    if child.spec.secrets_fingerprint != spec.secrets_fingerprint:
+        return "secrets"
+    return None
 
 
 class Supervisor:
@@ -401,7 +421,8 @@ class Supervisor:
 
     def _apply_specs(self, specs: list[ChildSpec], now: float) -> tuple[int, int, int]:
         """Make the children match `specs`: start new names, restart changed ones, stop removed ones."""
-        wanted = {spec.name: spec for spec in specs}
+        wanted = {spec.name: dataclasses.replace(spec, secrets_fingerprint=secrets_fingerprint(self.config, spec))
+                  for spec in specs}
         grace = self.config.daemon.shutdown_timeout
         started = restarted = stopped = 0
         for name, child in list(self.children.items()):
@@ -417,9 +438,9 @@ class Supervisor:
             if child is None:
                 self.children[name] = Child(spec, self.policy, next_start_at=now)
                 started += 1
-            elif child.spec.config_fingerprint != spec.config_fingerprint or not child.wanted:
+            elif (why := _changed(child, spec)) is not None:
                 restarted += 1
-                log.info("restarting %s: its config changed", name, extra={"chain": spec.chain})
+                log.info("restarting %s: its %s changed", name, why, extra={"chain": spec.chain})
                 if child.stop(now, grace, replacement=spec):
                     self._send(child, signal.SIGTERM)
         return started, restarted, stopped

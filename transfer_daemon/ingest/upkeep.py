@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from transfer_daemon import cache, store
-from transfer_daemon.ingest.context import IngestContext, record
+from transfer_daemon.ingest.context import IngestContext, record, ticking
 from transfer_daemon.ingest.verify import REPAIR_MISSING, Progress, plan_window, record_drift, record_verified, walk
 from transfer_daemon.model import IngestEvent
 
@@ -30,7 +30,8 @@ def warm(ctx: IngestContext) -> int:
 def retention(ctx: IngestContext) -> list[str]:
     """Create next month's partitions and drop those older than retention_days."""
     days = ctx.config.ingest.retention_days
-    with ctx.pool.connection() as conn:
+    # a month's REINDEX may outlast the heartbeat limit: its statement_timeout bounds it instead
+    with ctx.pool.connection() as conn, ticking(ctx):
         dropped = store.apply_retention(conn, days, ctx.clock())
     record(ctx, IngestEvent(ctx.chain_id, "retention", f"dropped {len(dropped)} partitions older than {days} days",
                              detail={"dropped": list(dropped)}))

@@ -23,7 +23,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from transfer_daemon import metrics, store
 from transfer_daemon.config import Config
-from transfer_daemon.errors import AlreadyRunning, UpstreamError
+from transfer_daemon.errors import AlreadyRunning, TransferDaemonError
 from transfer_daemon.ingest import backfill as backfill_job
 from transfer_daemon.ingest import context, planning, upkeep
 from transfer_daemon.ingest import sync as sync_job
@@ -111,8 +111,8 @@ def _ingest_while_held(config: Config, chain_name: str, database_url: str, heart
     chain = config.chain(chain_name)
     pool = open_pool(database_url, config.database.pool_min, max(2, config.database.pool_max),
                      f"worker[{chain.name}]")
-    source = make_source(chain, limiter_dir=str(Path(config.daemon.data_dir) / "limiter"))
-    ctx = context.IngestContext(config=config, chain=chain, pool=pool, source=source, stopping=threading.Event())
+    ctx = context.IngestContext(config=config, chain=chain, pool=pool, source=None, stopping=threading.Event())
+    ctx.source = make_source(chain, limiter_dir=str(Path(config.daemon.data_dir) / "limiter"), on_attempt=ctx.progress)
     runner = JobRunner(ctx, config)
     try:
         runner.start()
@@ -140,13 +140,16 @@ class JobRunner:
         self.started_at = time.time()
         self.synced_at: float | None = None  # a sync last reached the head (store's synced_at)
         self._lock = threading.Lock()
-        executors = {"default": ThreadPoolExecutor(max_workers=config.ingest.concurrency)}
+        # retention has a thread of its own: a month's REINDEX must not hold up sync for its duration
+        executors = {"default": ThreadPoolExecutor(max_workers=config.ingest.concurrency),
+                     "upkeep": ThreadPoolExecutor(max_workers=1)}
         defaults = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
         self.scheduler = BackgroundScheduler(executors=executors, job_defaults=defaults, timezone="UTC")
         ctx.on_changed = lambda: self._run_soon("warm")
 
     def start(self) -> None:
         chain = self.ctx.chain
+        context.refresh_stops(self.ctx)  # a halt or pause recorded before this worker started
         now = datetime.now().astimezone()
         logging.getLogger("apscheduler.scheduler").addFilter(_not_an_expected_skip)
 
@@ -157,7 +160,8 @@ class JobRunner:
         add("sync", self._sync, "interval", seconds=chain.poll_interval_s, next_run_time=now)
         add("backfill", self._backfill, "interval", seconds=1, next_run_time=now + timedelta(seconds=0.1))
         add("warm", upkeep.warm, "interval", seconds=HOUR)
-        add("retention", upkeep.retention, "interval", seconds=DAY, next_run_time=now + timedelta(seconds=5))
+        add("retention", upkeep.retention, "interval", seconds=DAY, next_run_time=now + timedelta(seconds=5),
+            executor="upkeep")
         # nightly, spread over the hour by chain so several chains don't verify at once
         add("verify", self._verify, "cron", hour=3, minute=chain.id % 60)
         self._read_synced_at()
@@ -170,9 +174,6 @@ class JobRunner:
     def _sync(self, ctx: context.IngestContext) -> None:
         sync_job.sync(ctx)
         self._read_synced_at()
-        if ctx.halted:
-            for job_id in ("sync", "backfill", "verify"):
-                self.scheduler.pause_job(job_id)
 
     def _backfill(self, ctx: context.IngestContext) -> None:
         progress = metrics.BACKFILL_PROGRESS.labels(ctx.chain.name)
@@ -196,7 +197,8 @@ class JobRunner:
                 self.running[name] = time.monotonic()
             metrics.JOB_RUNS.labels(self.ctx.chain.name, name).inc()
             try:
-                context.run_guarded(self.ctx, name, body)
+                # sync runs every poll interval: it adopts recorded stops and probes a paused upstream
+                context.run_guarded(self.ctx, name, body, gate=name == "sync")
             except Exception:
                 metrics.JOB_FAILURES.labels(self.ctx.chain.name, name).inc()
                 log.exception("failed chain=%s job=%s", self.ctx.chain.name, name)
@@ -228,10 +230,12 @@ class JobRunner:
             publish(queued, self.ctx.backfill_span)
 
     def stuck(self, limit_s: float) -> bool:
-        """A job running longer than `limit_s`: stop the heartbeat so the supervisor restarts us."""
+        """A job running with no progress (`IngestContext.progress`) for `limit_s`: stop the
+        heartbeat so the supervisor restarts us. Slow work that progresses is not stuck: one
+        call may retry for minutes, and every attempt counts."""
         now = time.monotonic()
         with self._lock:
-            return any(now - started > limit_s for started in self.running.values())
+            return any(now - max(started, self.ctx.last_progress) > limit_s for started in self.running.values())
 
     def stop(self, grace_s: float) -> None:
         """Stop scheduling; let the current batches finish or abandon atomically within `grace_s`."""
@@ -276,11 +280,19 @@ def backfill_foreground(config: Config, chain_name: str, days: int | None,
             if progress_callback is not None:
                 progress_callback(cursor, planning.backfill_share(cursor))
 
+        _refuse_if_stopped(ctx)
         backfill_job.backfill(ctx, progress=report)
-        if ctx.auth_failed:
-            raise UpstreamError("invalid API key", chain=chain.name, retryable=False)
         with pool.connection() as conn:
             return store.get_cursor(conn, chain.id)
     finally:
         pool.close()
         lock.release()
+
+
+def _refuse_if_stopped(ctx: context.IngestContext) -> None:
+    """A foreground backfill respects the chain's recorded halt or pause as the worker does."""
+    context.refresh_stops(ctx)
+    if ctx.halted or ctx.pause is not None:
+        stopped = "halted" if ctx.halted else f"paused ({ctx.pause.reason})"
+        raise TransferDaemonError(f"chain {ctx.chain.name} is {stopped}; `transfer-daemon resume --chain "
+                                  f"{ctx.chain.name}` clears it")

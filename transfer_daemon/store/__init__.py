@@ -22,6 +22,7 @@ from transfer_daemon.store.reads import (
     data_version,
     freshness,
     get_cursor,
+    get_stops,
     known_transfer_keys,
     last_event,
     recent_events,
@@ -30,12 +31,21 @@ from transfer_daemon.store.reads import (
     stored_transfers,
 )
 from transfer_daemon.store.retention import apply_retention, compact_closed_partitions
-from transfer_daemon.store.writes import record_event, record_synced, replace_block, replace_from_block, write_batch
+from transfer_daemon.store.writes import (
+    record_event,
+    record_synced,
+    replace_block,
+    replace_from_block,
+    save_halt,
+    save_pause,
+    write_batch,
+)
 
 __all__ = [
     "MAX_OFFSET", "ChainStats", "CursorPosition", "Freshness", "StorageStats", "TransferPage", "TransferQuery",
     "apply_retention", "blocks_around", "chain_stats", "count_recent_events", "compact_closed_partitions",
-    "data_version", "decode_cursor", "encode_cursor", "freshness", "get_cursor", "known_transfer_keys", "last_event",
-    "query_items", "query_transfers", "recent_events", "record_event", "record_synced", "replace_block",
-    "replace_from_block", "storage_stats", "stored_block_hashes", "stored_transfers", "write_batch",
+    "data_version", "decode_cursor", "encode_cursor", "freshness", "get_cursor", "get_stops", "known_transfer_keys",
+    "last_event", "query_items", "query_transfers", "recent_events", "record_event", "record_synced", "replace_block",
+    "replace_from_block", "save_halt", "save_pause", "storage_stats", "stored_block_hashes", "stored_transfers",
+    "write_batch",
 ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import psycopg
 
 from transfer_daemon.db import partitions
-from transfer_daemon.model import Cursor, Transfer
+from transfer_daemon.model import Cursor, Halt, Pause, Transfer
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,22 @@ def get_cursor(conn: psycopg.Connection, chain_id: int) -> Cursor:
         return Cursor(chain_id)
     *head, synced_hash = row
     return Cursor(chain_id, *head, synced_hash=None if synced_hash is None else bytes(synced_hash))
+
+
+def get_stops(conn: psycopg.Connection, chain_id: int) -> tuple[Halt | None, Pause | None]:
+    """The chain's recorded halt and pause (None each when it has none)."""
+    row = conn.execute(
+        "SELECT extract(epoch FROM halted_at)::float8, halted_reason, paused_reason,"
+        " extract(epoch FROM paused_at)::float8, extract(epoch FROM paused_until)::float8, paused_message,"
+        " paused_config, extract(epoch FROM paused_probed_at)::float8 FROM ingest_cursors WHERE chain_id = %s",
+        (chain_id,),
+    ).fetchone()
+    if row is None:
+        return None, None
+    halted_at, halted_reason, reason, since, until, message, config, probed_at = row
+    halt = None if halted_at is None else Halt(halted_reason or "", halted_at)
+    pause = None if reason is None else Pause(reason, since, until, message or "", config or "", probed_at)
+    return halt, pause
 
 
 def stored_block_hashes(conn: psycopg.Connection, chain_id: int, from_block: int, to_block: int) -> dict[int, bytes]:

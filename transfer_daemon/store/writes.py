@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 from psycopg.types.string import BytesBinaryDumper
 
 from transfer_daemon.db import partitions
-from transfer_daemon.model import Cursor, IngestEvent, Quarantined, Transfer
+from transfer_daemon.model import Cursor, Halt, IngestEvent, Pause, Quarantined, Transfer
 
 log = logging.getLogger(__name__)
 
@@ -468,3 +468,29 @@ def replace_block(conn: psycopg.Connection, chain_id: int, block: int, transfers
 def record_synced(conn: psycopg.Connection, chain_id: int) -> None:
     """A sync found the cursor at the upstream's head, nothing to fetch: the chain is fresh as of now."""
     conn.execute("UPDATE ingest_cursors SET synced_at = now() WHERE chain_id = %s", (chain_id,))
+
+
+def save_pause(conn: psycopg.Connection, chain_id: int, pause: Pause | None) -> None:
+    """Record the chain's pause, or clear it (None)."""
+    values = (None,) * 6 if pause is None else (
+        pause.reason, pause.since, pause.until, pause.message, pause.config, pause.probed_at)
+    conn.execute(
+        "INSERT INTO ingest_cursors (chain_id, paused_reason, paused_at, paused_until, paused_message,"
+        " paused_config, paused_probed_at) VALUES (%s, %s, to_timestamp(%s), to_timestamp(%s), %s, %s,"
+        " to_timestamp(%s))"
+        " ON CONFLICT (chain_id) DO UPDATE SET paused_reason = EXCLUDED.paused_reason,"
+        " paused_at = EXCLUDED.paused_at, paused_until = EXCLUDED.paused_until,"
+        " paused_message = EXCLUDED.paused_message, paused_config = EXCLUDED.paused_config,"
+        " paused_probed_at = EXCLUDED.paused_probed_at",
+        (chain_id, *values),
+    )
+
+
+def save_halt(conn: psycopg.Connection, chain_id: int, halt: Halt | None) -> None:
+    """Record the chain's halt, or clear it (None)."""
+    conn.execute(
+        "INSERT INTO ingest_cursors (chain_id, halted_at, halted_reason)"
+        " VALUES (%s, to_timestamp(%s), %s)"
+        " ON CONFLICT (chain_id) DO UPDATE SET halted_at = EXCLUDED.halted_at, halted_reason = EXCLUDED.halted_reason",
+        (chain_id, halt.at if halt else None, halt.reason if halt else None),
+    )

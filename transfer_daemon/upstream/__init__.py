@@ -8,7 +8,7 @@ The clients know nothing of the store.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -71,17 +71,18 @@ def newest_first(transfers: list[Transfer], limit: int) -> list[Transfer]:
 
 
 def make_source(chain: ChainConfig, *, limiter_dir: str, environ: Mapping[str, str] = os.environ,
-                retry: RetryPolicy | None = None) -> UpstreamSource:
+                retry: RetryPolicy | None = None, on_attempt: Callable[[], None] | None = None) -> UpstreamSource:
     """The client for `chain.kind`, with its limiter (shared through `limiter_dir`) and retries.
 
     `retry`: attempts / total time / backoff of every call (default `RetryPolicy()`: 8 attempts,
     300 s, 1 → 60 s with 20 % jitter); tests against the simulator may pass a quicker one.
+    `on_attempt` is called after every attempt, answered or not (the worker's liveness).
     """
     from transfer_daemon.upstream.http import HttpClient, RetryPolicy
     from transfer_daemon.upstream.limiter import Limiter
 
     limiter = Limiter(limiter_dir, chain.limiter_key, chain.rate_limit_per_sec, chain.rate_limit_burst)
-    http = HttpClient(chain, limiter, environ=environ, policy=retry or RetryPolicy())
+    http = HttpClient(chain, limiter, environ=environ, policy=retry or RetryPolicy(), on_attempt=on_attempt)
     if chain.kind == "rpc_logs":
         from transfer_daemon.upstream.rpc import RpcSource
 

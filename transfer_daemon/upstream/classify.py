@@ -22,7 +22,8 @@ DAILY_LIMIT = "daily_limit"
 INVALID_KEY = "invalid_key"
 RESULT_WINDOW = "result_window"
 QUERY_TIMEOUT = "query_timeout"
-FATAL = "fatal"  # needs an operator: deprecated endpoint, plan does not cover the chain, bad request
+ENDPOINT = "endpoint"  # deprecated API version, unknown chain id, chain not in the key's plan: pause
+FATAL = "fatal"  # a request the upstream will not answer (bad address): needs an operator
 MALFORMED = "malformed"  # HTML page, truncated JSON, wrong types: transient more often than not
 
 # JSON-RPC refusal kinds.
@@ -83,6 +84,12 @@ def classify_explorer(payload: Any) -> ExplorerAnswer:
     return _classify_refusal(lowered, text, result)
 
 
+#: Explorer answers that refuse the chain itself, whatever the request: Etherscan v2's unknown
+#: `chainid` and its free tier's excluded chains.
+_ENDPOINT_MARKERS = ("unsupported chainid", "not supported for this chain", "chain not supported",
+                     "invalid chainid")
+
+
 def _classify_refusal(lowered: str, text: str, result: Any) -> ExplorerAnswer:
     if "invalid api key" in lowered or "missing/invalid api key" in lowered:
         return ExplorerAnswer(INVALID_KEY, message=text)
@@ -97,7 +104,9 @@ def _classify_refusal(lowered: str, text: str, result: Any) -> ExplorerAnswer:
     if isinstance(result, list) and not result and re.search(r"\bno\b.*\bfound\b", lowered):
         return ExplorerAnswer(EMPTY, result=[], message=text)
     if "deprecated" in lowered and "v1" in lowered:
-        return ExplorerAnswer(FATAL, message=f"{text} (set base_url to https://api.etherscan.io/v2/api)")
+        return ExplorerAnswer(ENDPOINT, message=f"{text} (set base_url to https://api.etherscan.io/v2/api)")
+    if any(marker in lowered for marker in _ENDPOINT_MARKERS):
+        return ExplorerAnswer(ENDPOINT, message=text)
     return ExplorerAnswer(FATAL, message=text or "status 0 without a message")
 
 

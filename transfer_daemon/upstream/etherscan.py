@@ -18,14 +18,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
 from transfer_daemon.config import ChainConfig
-from transfer_daemon.errors import InvalidApiKey, RateLimited, ResultWindowExceeded, UpstreamError
+from transfer_daemon.errors import (
+    DailyCapReached,
+    EndpointRefused,
+    InvalidApiKey,
+    RateLimited,
+    ResultWindowExceeded,
+    UpstreamError,
+)
 from transfer_daemon.model import TRANSFER_TOPIC, Quarantined, Transfer
 from transfer_daemon.upstream import FetchResult, latest_by_windows, newest_first
 from transfer_daemon.upstream import classify as c
@@ -53,18 +59,14 @@ class _Budget:
         self.used += 1
 
 
-def _seconds_to_utc_midnight() -> float:
-    now = datetime.now(UTC)
-    return ((now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0) - now).total_seconds()
-
-
 def refusal(kind: str, message: str, retry_after: float | None = None) -> UpstreamError:
     """An explorer verdict other than rows/empty -> the exception the HTTP layer acts on."""
     if kind == c.RATE_LIMITED:
         return fail("rate_limited", message, retryable=True, kind=RateLimited, retry_after=retry_after)
     if kind == c.DAILY_LIMIT:
-        return fail("rate_limited", message, retryable=False, kind=RateLimited,
-                    retry_after=_seconds_to_utc_midnight())
+        return fail("daily_cap", message, retryable=False, kind=DailyCapReached)
+    if kind == c.ENDPOINT:
+        return fail("endpoint_refused", message, retryable=False, kind=EndpointRefused)
     if kind == c.INVALID_KEY:
         return fail("invalid_key", message, retryable=False, kind=InvalidApiKey)
     if kind == c.RESULT_WINDOW:

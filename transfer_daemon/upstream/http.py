@@ -106,7 +106,8 @@ class HttpClient:
     def __init__(self, chain: ChainConfig, limiter: Limiter, *, environ: Mapping[str, str] | None = None,
                  session: requests.Session | None = None, policy: RetryPolicy = RetryPolicy(),
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None, stats: UpstreamStats | None = None) -> None:
+                 rng: random.Random | None = None, stats: UpstreamStats | None = None,
+                 on_attempt: Callable[[], None] | None = None) -> None:
         self.chain = chain
         self.limiter = limiter
         self.environ = environ
@@ -116,6 +117,7 @@ class HttpClient:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
+        self._on_attempt = on_attempt or (lambda: None)  # progress: a retrying call is not a hung one
         self._warned: set[str] = set()
 
     def api_key(self) -> str:
@@ -145,6 +147,7 @@ class HttpClient:
             try:
                 value = self._attempt(method, url, interpret, params, json)
             except UpstreamError as error:
+                self._on_attempt()
                 self._add_context(error, url, attempt)
                 self._count(getattr(error, "outcome", "error"))
                 delay = self._next_delay(error, backoff, started, attempt, url, what)
@@ -154,6 +157,7 @@ class HttpClient:
                 metrics.RETRIES.labels(self.chain.name).inc()
                 self._sleep(delay)
                 continue
+            self._on_attempt()
             self._count("ok")
             return value
 
@@ -200,7 +204,7 @@ class HttpClient:
         """The pause before the next attempt, or raise when the call must stop here."""
         if not error.retryable:
             if isinstance(error, InvalidApiKey):
-                log.error("gave up %s [%s]: invalid API key (fix %s)", what, self.chain.name, self.chain.api_key_env)
+                log.warning("gave up %s [%s]: invalid API key (fix %s)", what, self.chain.name, self.chain.api_key_env)
             raise error
         delay = backoff.failed(self._clock())
         retry_after = getattr(error, "retry_after", None)
