@@ -50,7 +50,9 @@ def fingerprint(*parts: Any) -> str:
 
 def _worker_main(config: Config, chain_name: str, database_url: str, heartbeat: Callable[[], None]) -> None:
     from transfer_daemon.ingest.worker import run_worker
+    from transfer_daemon.upstream import share_limiters
 
+    share_limiters(config.cache)
     run_worker(config, chain_name, database_url, heartbeat)
 
 

@@ -1,8 +1,8 @@
 """Upstream sources: explorer APIs (`etherscan`, `etherscan_logs`) and JSON-RPC (`rpc_logs`).
 
-Every call goes through the shared per-key limiter (`limiter.py`) and the retrying HTTP layer
-(`http.py`); answers are read by `classify.py` and rows turned into `Transfer`s by `normalize.py`.
-The clients know nothing of the store.
+Every call goes through the shared per-key limiter (`limiter.py`; `redis_limiter.py` when hosts
+share the Redis cache) and the retrying HTTP layer (`http.py`); answers are read by `classify.py`
+and rows turned into `Transfer`s by `normalize.py`. The clients know nothing of the store.
 """
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from transfer_daemon.config import ChainConfig
+from transfer_daemon.config import CacheConfig, ChainConfig
 from transfer_daemon.model import Quarantined, Transfer
 
 if TYPE_CHECKING:
     from transfer_daemon.upstream.http import RetryPolicy
+    from transfer_daemon.upstream.limiter import BoundedWaits
+
+#: where this process's sources keep their buckets besides the limiter dir (see share_limiters)
+_shared_buckets: dict[str, CacheConfig | None] = {"cache": None}
 
 
 @dataclass(slots=True)
@@ -70,17 +74,37 @@ def newest_first(transfers: list[Transfer], limit: int) -> list[Transfer]:
     return transfers[:limit]
 
 
+def share_limiters(cache: CacheConfig) -> None:
+    """Set once per process by those that know the config (the supervisor's children, the API app):
+    with the Redis cache backend, every source made afterwards keeps its key's bucket in that Redis,
+    so hosts that share a key share its rate; otherwise the bucket stays in the host's limiter dir."""
+    _shared_buckets["cache"] = cache if cache.backend == "redis" else None
+
+
+def make_limiter(chain: ChainConfig, limiter_dir: str) -> BoundedWaits:
+    """The bucket of the chain's key: in Redis when share_limiters chose it, else in `limiter_dir`."""
+    from transfer_daemon.upstream.limiter import Limiter
+
+    local = Limiter(limiter_dir, chain.limiter_key, chain.rate_limit_per_sec, chain.rate_limit_burst)
+    cache = _shared_buckets["cache"]
+    if cache is None:
+        return local
+    from transfer_daemon.upstream.redis_limiter import RedisLimiter
+
+    return RedisLimiter(cache.url, cache.prefix, chain.limiter_key, chain.rate_limit_per_sec, chain.rate_limit_burst,
+                        fallback=local)
+
+
 def make_source(chain: ChainConfig, *, limiter_dir: str, environ: Mapping[str, str] = os.environ,
                 retry: RetryPolicy | None = None) -> UpstreamSource:
-    """The client for `chain.kind`, with its limiter (shared through `limiter_dir`) and retries.
+    """The client for `chain.kind`, with its limiter (make_limiter) and retries.
 
     `retry`: attempts / total time / backoff of every call (default `RetryPolicy()`: 8 attempts,
     300 s, 1 → 60 s with 20 % jitter); tests against the simulator may pass a quicker one.
     """
     from transfer_daemon.upstream.http import HttpClient, RetryPolicy
-    from transfer_daemon.upstream.limiter import Limiter
 
-    limiter = Limiter(limiter_dir, chain.limiter_key, chain.rate_limit_per_sec, chain.rate_limit_burst)
+    limiter = make_limiter(chain, limiter_dir)
     http = HttpClient(chain, limiter, environ=environ, policy=retry or RetryPolicy())
     if chain.kind == "rpc_logs":
         from transfer_daemon.upstream.rpc import RpcSource

@@ -25,7 +25,7 @@ from transfer_daemon.backoff import Backoff
 from transfer_daemon.config import ChainConfig
 from transfer_daemon.errors import InvalidApiKey, RateLimited, UpstreamError
 from transfer_daemon.redact import redact_url
-from transfer_daemon.upstream.limiter import Limiter
+from transfer_daemon.upstream.limiter import BoundedWaits
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -122,7 +122,7 @@ def check_status(response: requests.Response) -> None:
 class HttpClient:
     """Sends one logical call, retrying it; interprets the response with the caller's function."""
 
-    def __init__(self, chain: ChainConfig, limiter: Limiter, *, environ: Mapping[str, str] | None = None,
+    def __init__(self, chain: ChainConfig, limiter: BoundedWaits, *, environ: Mapping[str, str] | None = None,
                  session: requests.Session | None = None, policy: RetryPolicy = RetryPolicy(),
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None, stats: UpstreamStats | None = None) -> None:
