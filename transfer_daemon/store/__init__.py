@@ -23,6 +23,7 @@ from transfer_daemon.store.reads import (
     last_event,
     recent_events,
     stored_block_hashes,
+    stream_id,
 )
 from transfer_daemon.store.retention import apply_retention, compact_closed_partitions
 from transfer_daemon.store.writes import record_event, replace_from_block, write_batch
@@ -32,5 +33,5 @@ __all__ = [
     "apply_retention", "chain_stats", "count_recent_events", "compact_closed_partitions", "data_version",
     "decode_cursor", "encode_cursor", "freshness", "get_cursor", "known_transfer_keys", "last_event",
     "query_items", "query_transfers", "recent_events", "record_event", "replace_from_block", "stored_block_hashes",
-    "write_batch",
+    "stream_id", "write_batch",
 ]

@@ -34,6 +34,8 @@ from transfer_daemon.upstream.normalize import Normalized, normalize_logs, norma
 
 log = logging.getLogger(__name__)
 RESULT_WINDOW = 10_000
+#: endblock of a range open towards the head that still names its startblock
+OPEN_END_BLOCK = 9_999_999_999
 LOGS_PAGE_MAX = 1000  # logs/getLogs returns at most 1000 records per call on every plan
 
 
@@ -201,6 +203,37 @@ class ExplorerSource:
                 rows = [row for row in rows if self._block_of(row) != oldest]
             found.extend(self._normalize(rows).transfers)
         return newest_first(found, limit)
+
+    def whole_block_page(self, contract: str, lo: int, hi: int | None, *,
+                         descending: bool) -> tuple[list[Transfer], int | None]:
+        """The API's upstream mode: one tokentx call of `offset` rows over blocks [lo, hi] (hi None: to
+        the head), newest first when `descending`, cut to whole blocks.
+
+        Returns the transfers and the inclusive bound where the rest of the range starts (descending:
+        its new hi, else its new lo): the block the cut left partial, read again by the next call;
+        None when this call reached the end of the range.
+        """
+        end = hi if hi is not None or lo == 0 else OPEN_END_BLOCK
+        rows = self._page(contract, lo, end, 1, sort="desc" if descending else "asc")
+        if len(rows) < self.offset:
+            return self._ascending(rows, descending), None
+        cut = self._block_of(rows[-1])
+        if cut is None:
+            raise fail("malformed", f"tokentx page for blocks {lo}-{hi} ends in a row without a block",
+                       retryable=False, chain=self.chain.name)
+        keep = [row for row in rows if self._block_of(row) != cut]
+        if keep:
+            return self._ascending(keep, descending), cut
+        # one block fills the page: read it alone, then go on past it
+        whole = self._whole_block(contract, cut, self._page(contract, cut, cut, 1), _Budget(None))
+        after = cut - 1 if descending else cut + 1
+        return whole.transfers, (after if lo <= after and (hi is None or after <= hi) else None)
+
+    def _ascending(self, rows: list, descending: bool) -> list[Transfer]:
+        """Rows of whole blocks -> transfers; ordinals count in the upstream's ascending order."""
+        if descending:
+            rows.reverse()
+        return self._normalize(rows).transfers
 
     # --- window walking ----------------------------------------------------------------------------
 
