@@ -16,6 +16,7 @@ import os
 import selectors
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -104,6 +105,27 @@ def database_plan(bootstrap: Callable[[Config], str] = bootstrap_database) -> Sp
     return build
 
 
+class Reviving(threading.Thread):
+    """One check of the embedded Postgres, restarting it if it died, off the supervisor's loop:
+    a restart runs crash recovery (seconds, minutes for a big WAL) while the loop must go on
+    reaping children, answering signals and reading their log pipes. The loop polls `done`."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(name="revive-database", daemon=True)
+        self.config = config
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        from transfer_daemon.db import bootstrap
+
+        try:
+            bootstrap.revive_embedded(self.config)
+        except Exception as exc:
+            log.exception("failed to check the embedded postgres: %s", exc)
+        finally:
+            self.done.set()
+
+
 class Supervisor:
     def __init__(self, config: Config, *, build_specs: SpecBuilder, load: Callable[[], Config],
                  pipeline: LogPipeline, pidfile: PidFile, policy: RestartPolicy | None = None,
@@ -126,6 +148,7 @@ class Supervisor:
         self._wall_offset = time.time() - time.monotonic()
         self._published: dict[str, Any] | None = None
         self._database_checked_at = time.monotonic()
+        self._reviving: Reviving | None = None
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -234,16 +257,16 @@ class Supervisor:
                 self._spawn(child, now)
 
     def _watch_database(self, now: float) -> None:
-        """Every few seconds: an embedded Postgres that died is started again (its URL stays the same)."""
+        """Every few seconds: an embedded Postgres that died is started again (its URL stays the same),
+        in a Reviving thread; the next check is due a few seconds after the last one ended."""
+        if self._reviving is not None:
+            if not self._reviving.done.is_set():
+                return
+            self._reviving, self._database_checked_at = None, now
         if self.stopping or now < self._database_checked_at + DATABASE_CHECK_S:
             return
-        self._database_checked_at = now
-        from transfer_daemon.db.bootstrap import revive_embedded
-
-        try:
-            revive_embedded(self.config)
-        except Exception as exc:
-            log.exception("failed to check the embedded postgres: %s", exc)
+        self._reviving = Reviving(self.config)
+        self._reviving.start()
 
     def _check_heartbeat(self, child: Child, now: float) -> None:
         beat = self.heartbeats.get(child.spec.name)
