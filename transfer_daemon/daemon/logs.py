@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from transfer_daemon.config import Config
-from transfer_daemon.redact import redact
+from transfer_daemon.redact import redact, url_secrets
 
 RECORD_MARK = "\x1e"
 #: a line longer than the pipe's atomic size (PIPE_BUF) may go in parts: its rest waits this long at most
@@ -63,9 +63,12 @@ class ContextFilter(logging.Filter):
 
 
 def secrets_from_config(config: Config, environ: Mapping[str, str] | None = None) -> set[str]:
-    """Values of every environment variable a chain names as its api_key_env."""
+    """Values of every environment variable a chain names as its api_key_env, and the provider keys
+    pasted into its URLs (`…/v2/<key>`): a message may quote a key without the URL around it."""
     environ = os.environ if environ is None else environ
     values = {environ.get(chain.api_key_env, "") for chain in config.chains if chain.api_key_env}
+    for chain in config.chains:
+        values |= url_secrets(chain.rpc_url) | url_secrets(chain.base_url)
     return {v for v in values if len(v) >= _MIN_SECRET_LENGTH}
 
 

@@ -24,7 +24,7 @@ import requests
 from transfer_daemon.backoff import Backoff
 from transfer_daemon.config import ChainConfig
 from transfer_daemon.errors import InvalidApiKey, RateLimited, UpstreamError
-from transfer_daemon.redact import redact_url
+from transfer_daemon.redact import redact_url, url_secrets
 from transfer_daemon.upstream.limiter import BoundedWaits
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,8 @@ class HttpClient:
 
     def scrub(self, text: str) -> str:
         key = self.api_key()
+        for secret in url_secrets(self.chain.rpc_url) | url_secrets(self.chain.base_url):
+            text = text.replace(secret, "***")  # quoted without its URL: "url: /v2/<key>"
         text = redact_url(text)
         return text.replace(key, "***") if len(key) >= 4 else text
 
