@@ -28,6 +28,7 @@ from transfer_daemon.daemon.child import Child, ChildSpec, RestartPolicy, State
 from transfer_daemon.daemon.heartbeat import Heartbeat
 from transfer_daemon.daemon.logs import LogPipeline
 from transfer_daemon.daemon.pidfile import PidFile
+from transfer_daemon.daemon.private import make_private
 from transfer_daemon.errors import TransferDaemonError
 from transfer_daemon.metrics import init_multiprocess, mark_process_dead
 from transfer_daemon.redact import redact_url
@@ -484,6 +485,7 @@ def _detach() -> tuple[int | None, int | None]:
 def run_start(config: Config, *, foreground: bool = True, announce: Callable[[str], None] = print,
               build_specs: SpecBuilder | None = None, policy: RestartPolicy | None = None) -> int:
     """`transfer-daemon start`: pidfile, logging, database, children; returns the exit status."""
+    opened = make_private(config.daemon.data_dir, *filter(None, [config.daemon.log_file]))
     pidfile = PidFile(config.daemon.pidfile)
     try:
         stale = pidfile.acquire()
@@ -508,6 +510,8 @@ def run_start(config: Config, *, foreground: bool = True, announce: Callable[[st
     if exposed:
         log.warning("insecure permissions on %s: other users can read the secrets in it; run chmod 600 %s",
                     exposed, exposed)
+    for path, mode in opened:
+        log.warning("closed %s to other users: its mode was %o, now %o", path, mode, mode & 0o700)
     if stale:
         log.warning("recovered stale pidfile %s (pid %d was not running)", config.daemon.pidfile, stale)
 
