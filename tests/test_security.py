@@ -139,6 +139,8 @@ INFURA = "0123456789abcdef0123456789abcdef"
     ("http://127.0.0.1:8545/rpc/25", "http://127.0.0.1:8545/rpc/25"),
     ("https://docs.example/transfers-and-approvals/intro", "https://docs.example/transfers-and-approvals/intro"),
     ("pgdata=/var/lib/td/pgdata-2024-05-01-abcdef", "pgdata=/var/lib/td/pgdata-2024-05-01-abcdef"),
+    ("postgresql://td@db/td_test_0123456789ab", "postgresql://td@db/td_test_0123456789ab"),
+    (f"wss://eth-mainnet.g.alchemy.com/v2/{ALCHEMY}", "wss://eth-mainnet.g.alchemy.com/v2/***"),
 ])
 def test_a_provider_key_in_a_url_path_is_redacted(text: str, shown: str):
     assert redact_url(text) == shown

@@ -1,9 +1,10 @@
 """Secrets out of URLs and text, before they reach a log line, an event, an error or an API body.
 
-Besides passwords and `key=`-style query values, a provider key pasted into a URL's path is one:
-Alchemy's `…/v2/<key>`, Infura's `…/v3/<key>`, and the long token that ends many other providers'
-RPC URLs (QuickNode, Ankr, …). A path segment after `v2`/`v3` of 8 or more, or any path segment of
-20 or more, letters, digits, `_` or `-` with a digit among them, counts as a key.
+Besides passwords and `key=`-style query values, a provider key pasted into an http(s) or ws(s)
+URL's path is one: Alchemy's `…/v2/<key>`, Infura's `…/v3/<key>`, and the long token that ends many
+other providers' RPC URLs (QuickNode, Ankr, …). A path segment after `v2`/`v3` of 8 or more, or any
+path segment of 20 or more, letters, digits, `_` or `-` with a digit among them, counts as a key.
+(Other schemes keep their paths: a database name is not a secret.)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterable
 
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@/\s]*@")  # the user may be empty: redis://:pw@host
 _KEY_VALUE = re.compile(r"(?i)((?:api_?key|key|token|password)=)[^&\s]+")
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+_URL = re.compile(r"(?i)\b(?:https?|wss?)://[^\s\"'<>]+")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _VERSIONED = ("v2", "v3")
 MIN_VERSIONED_KEY = 8
@@ -50,7 +51,7 @@ def redact_url(url: str) -> str:
 
 def url_secrets(url: str) -> set[str]:
     """The keys in a configured URL's path: secret values to scrub wherever they appear alone."""
-    return set(_path_keys(url)) if "://" in url else set()
+    return set(_path_keys(url)) if _URL.fullmatch(url) else set()
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
