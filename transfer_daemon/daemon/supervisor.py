@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import setproctitle
@@ -482,6 +483,15 @@ def _detach() -> tuple[int | None, int | None]:
     return None, write_fd
 
 
+def _report_permissions(config: Config, opened: list[tuple[Path, int]]) -> None:
+    exposed = dotenv_world_readable(config)
+    if exposed:
+        log.warning("insecure permissions on %s: other users can read the secrets in it; run chmod 600 %s",
+                    exposed, exposed)
+    for path, mode in opened:
+        log.warning("closed %s to other users: its mode was %o, now %o", path, mode, mode & 0o700)
+
+
 def run_start(config: Config, *, foreground: bool = True, announce: Callable[[str], None] = print,
               build_specs: SpecBuilder | None = None, policy: RestartPolicy | None = None) -> int:
     """`transfer-daemon start`: pidfile, logging, database, children; returns the exit status."""
@@ -506,12 +516,7 @@ def run_start(config: Config, *, foreground: bool = True, announce: Callable[[st
         pidfile.release()
         raise TransferDaemonError(f"cannot open log file {config.daemon.log_file}: {exc}") from None
     pipeline.install()
-    exposed = dotenv_world_readable(config)
-    if exposed:
-        log.warning("insecure permissions on %s: other users can read the secrets in it; run chmod 600 %s",
-                    exposed, exposed)
-    for path, mode in opened:
-        log.warning("closed %s to other users: its mode was %o, now %o", path, mode, mode & 0o700)
+    _report_permissions(config, opened)
     if stale:
         log.warning("recovered stale pidfile %s (pid %d was not running)", config.daemon.pidfile, stale)
 

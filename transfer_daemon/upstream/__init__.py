@@ -46,33 +46,6 @@ class UpstreamSource(Protocol):
     def block_hashes(self, blocks: Sequence[int]) -> dict[int, bytes]:
         """Current canonical hashes (never cached) — for reorg checks."""
 
-    def latest_transfers(self, limit: int) -> list[Transfer]:
-        """Newest first, for the API's upstream mode."""
-
-
-def latest_by_windows(source: UpstreamSource, limit: int, first_span: int = 16, rounds: int = 4) -> list[Transfer]:
-    """Newest `limit` transfers for sources that cannot sort descending: windows back from the head.
-
-    Busy chains fill `limit` from the first few blocks; quiet ones widen the window 4x per round.
-    """
-    hi = source.head_block()
-    span, found = first_span, []
-    for _ in range(rounds):
-        lo = max(0, hi - span + 1)
-        found.extend(source.fetch_blocks(lo, hi).transfers)
-        if len(found) >= limit or lo == 0:
-            break
-        hi, span = lo - 1, span * 4
-    return newest_first(found, limit)
-
-
-def newest_first(transfers: list[Transfer], limit: int) -> list[Transfer]:
-    """The API order, newest first; rows that tie (tokentx ordinals of different contracts)
-    come out in reverse upstream order, as a descending upstream listing gives them."""
-    transfers.sort(key=lambda t: (t.time_stamp, t.block_number, t.log_index))
-    transfers.reverse()
-    return transfers[:limit]
-
 
 def share_limiters(cache: CacheConfig) -> None:
     """Set once per process by those that know the config (the supervisor's children, the API app):

@@ -27,7 +27,7 @@ import requests
 from transfer_daemon.config import ChainConfig
 from transfer_daemon.errors import InvalidApiKey, RateLimited, ResultWindowExceeded, UpstreamError
 from transfer_daemon.model import TRANSFER_TOPIC, Quarantined, Transfer
-from transfer_daemon.upstream import FetchResult, latest_by_windows, newest_first
+from transfer_daemon.upstream import FetchResult
 from transfer_daemon.upstream import classify as c
 from transfer_daemon.upstream.http import HttpClient, check_status, fail
 from transfer_daemon.upstream.normalize import Normalized, normalize_logs, normalize_tokentx
@@ -188,21 +188,6 @@ class ExplorerSource:
         # Stable: within a block tokentx rows keep the explorer's order (their ordinals follow it).
         transfers.sort(key=(lambda t: (t.block_number, t.log_index)) if self.logs else (lambda t: t.block_number))
         return FetchResult(transfers, total.quarantined, total.skipped, covered, calls, total.skipped_reasons)
-
-    def latest_transfers(self, limit: int) -> list[Transfer]:
-        if self.logs:
-            return latest_by_windows(self, limit)
-        found: list[Transfer] = []
-        # A full page's oldest block may be partial and is dropped: ask for more rows than needed.
-        offset = min(RESULT_WINDOW, max(limit, self.offset))
-        for contract in self.chain.contracts:
-            rows = self._page(contract, 0, None, 1, sort="desc", offset=offset)
-            rows.reverse()  # ascending, as the ordinal rule is stated
-            if len(rows) == offset:
-                oldest = self._block_of(rows[0])  # it may continue on the next page: drop it
-                rows = [row for row in rows if self._block_of(row) != oldest]
-            found.extend(self._normalize(rows).transfers)
-        return newest_first(found, limit)
 
     def whole_block_page(self, contract: str, lo: int, hi: int | None, *,
                          descending: bool) -> tuple[list[Transfer], int | None]:
