@@ -46,8 +46,10 @@ def test_a_bounded_call_takes_no_slot_in_redis(tmp_path, prefix):
 
 def test_without_redis_the_host_bucket_limits_alone(tmp_path, prefix, caplog):
     limiter = redis_limiter(tmp_path, prefix, 2.0, 1, url="redis://:pw-in-url@127.0.0.1:1/0")
+    started = time.monotonic()
     waits = [limiter.take_slot(None) for _ in range(3)]
     assert waits == pytest.approx([0.0, 0.5, 1.0], abs=0.05)
+    assert time.monotonic() - started < 1.0, "a down Redis is asked once, not at every call"
     failures = [r.getMessage() for r in caplog.records if "failed shared rate limiter" in r.getMessage()]
     assert len(failures) == 1 and "pw-in-url" not in failures[0]
 

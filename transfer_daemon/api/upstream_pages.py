@@ -46,7 +46,7 @@ from functools import partial
 import orjson
 import psycopg
 
-from transfer_daemon import store
+from transfer_daemon import metrics, store
 from transfer_daemon.api.params import ParameterError, ParsedRequest, parse_transfer_args
 from transfer_daemon.api.resources import Resources
 from transfer_daemon.cache import UPSTREAM_TTL_S
@@ -263,7 +263,10 @@ class _Chunks:
 
     def recall(self, key: str) -> Chunk | None:
         memo = self.memo.get(key)
-        return memo[1] if memo is not None and memo[0] > time.monotonic() else None
+        if memo is None or memo[0] <= time.monotonic():
+            return None
+        metrics.CACHE_REQUESTS.labels("hit").inc()  # as the warm cache counts its own memo
+        return memo[1]
 
     def remember(self, key: str, chunk: Chunk) -> Chunk:
         if len(self.memo) >= MEMO_SIZE:

@@ -5,7 +5,8 @@ write the new TAT, all atomic on the server and on the server's clock (`TIME`), 
 can take the same slot and their clocks need not agree. The caller sleeps the wait it is handed,
 outside Redis, like the file limiter's callers. The state expires once the bucket is full again.
 
-When Redis cannot be reached the host falls back to its own file bucket (logged once a minute):
+When Redis cannot be reached the host falls back to its own file bucket (logged once a minute)
+and asks Redis again RETRY_REDIS_S later, so a down Redis costs one timeout, not one per call:
 the key's rate then holds per host, not across hosts, until Redis answers again.
 """
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 #: a call never waits on an unreachable Redis longer than this before the file bucket decides
 REDIS_TIMEOUT_S = 1.0
+RETRY_REDIS_S = 5.0
 FAILURE_LOG_EVERY_S = 60.0
 
 # KEYS[1] bucket; ARGV interval, burst, max wait (< 0: unbounded), max queue -> {taken 0|1, wait}
@@ -66,6 +68,7 @@ class RedisLimiter(BoundedWaits):
         self._script = None
         self._pid = 0
         self._last_warning = float("-inf")
+        self._down_until = float("-inf")
 
     def _gcra(self):
         # a client inherited through fork would share its socket with the parent: open our own
@@ -77,6 +80,8 @@ class RedisLimiter(BoundedWaits):
         return self._script
 
     def take_slot(self, max_wait: float | None) -> float | None:
+        if time.monotonic() < self._down_until:
+            return self.fallback.take_slot(max_wait)
         args = [self.interval, self.burst, -1 if max_wait is None else max_wait, MAX_QUEUE_S]
         try:
             taken, wait = self._gcra()(keys=[self.bucket], args=args)
@@ -87,6 +92,7 @@ class RedisLimiter(BoundedWaits):
 
     def _failed(self, exc: redis.RedisError) -> None:
         now = time.monotonic()
+        self._down_until = now + RETRY_REDIS_S
         if now - self._last_warning >= FAILURE_LOG_EVERY_S:
             self._last_warning = now
             log.warning("failed shared rate limiter on %s: %s: %s (limiting this host alone)", self.where,
