@@ -218,7 +218,7 @@ def test_child_lines_are_tagged_and_secrets_redacted(daemons, log_format):
     else:
         assert re.search(r"Z INFO worker\[ok-a\] tests\.launcher: up ok-a pid \d+$", text, re.M)
         assert re.search(r"Z INFO api tests\.launcher: up api pid", text, re.M)
-        assert re.search(r"Z INFO supervisor chain=ok-a transfer_daemon\.supervisor: spawned worker\[ok-a\]",
+        assert re.search(r"Z INFO supervisor chain=ok-a transfer_daemon\.daemon\.supervisor: spawned worker\[ok-a\]",
                          text, re.M)
         assert re.search(r"Z WARNING worker\[leaky-f\] stderr: stray print with key \*\*\*$", text, re.M)
 
