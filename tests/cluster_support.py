@@ -42,14 +42,16 @@ class Sim:
         return requests.get(f"{self.url}/_sim/stats", timeout=5).json()
 
 
-def chain_toml(chain: dict, sim_url: str, key_env: str, poll_interval_s: int) -> str:
+def chain_toml(chain: dict, sim_url: str, key_env: str, poll_interval_s: int, rpc_path: str = "",
+               **extra: object) -> str:
     fields = {"id": chain["id"], "name": NAMES[chain["id"]], "kind": chain["kind"], "contracts": chain["contracts"],
               "start_block": chain["firstBlock"], "poll_interval_s": poll_interval_s, "confirmations": 3,
               "rate_limit_per_sec": 50, "request_timeout_s": 5}
     if chain["kind"] == "rpc_logs":
-        fields.update(rpc_url=f"{sim_url}/rpc/{chain['id']}", log_window_blocks=200)
+        fields.update(rpc_url=f"{sim_url}/rpc/{chain['id']}{rpc_path}", log_window_blocks=200)
     else:
         fields.update(base_url=f"{sim_url}/v2/api", api_key_env=key_env, page_size=200)
+    fields.update(extra)
     return "[[chains]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in fields.items())
 
 
@@ -57,7 +59,8 @@ class Host:
     """One `transfer-daemon start` with a data_dir and an API port of its own."""
 
     def __init__(self, root: Path, database_url: str, sim: Sim, *, env: dict[str, str], key_env: str,
-                 poll_interval_s: int = 2, extra_toml: str = "") -> None:
+                 poll_interval_s: int = 2, extra_toml: str = "", rpc_path: str = "",
+                 chain_fields: dict | None = None) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.data_dir = root / "data"
@@ -69,7 +72,8 @@ class Host:
             f"shutdown_timeout = 8\nheartbeat_timeout = 30\n\n"
             f'[database]\nurl = "{database_url}"\npool_max = 4\n\n'
             f"[api]\nport = {self.api_port}\nworkers = 2\nthreads = 2\n\n{extra_toml}\n"
-            + "\n".join(chain_toml(chain, sim.url, key_env, poll_interval_s) for chain in sim.chains))
+            + "\n".join(chain_toml(chain, sim.url, key_env, poll_interval_s, rpc_path, **(chain_fields or {}))
+                        for chain in sim.chains))
         self.env = {**os.environ, **env}
         self.env.pop("TRANSFERS_DATABASE_URL", None)
         self.stderr = root / "stderr.txt"

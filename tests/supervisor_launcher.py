@@ -1,6 +1,7 @@
 """Run the real supervisor with small child targets, for tests that need real processes and signals.
 
-    python tests/supervisor_launcher.py CONFIG   (env TD_POLICY: JSON RestartPolicy overrides; TD_DETACH=1)
+    python tests/supervisor_launcher.py CONFIG   (env TD_POLICY: JSON RestartPolicy overrides; TD_DETACH=1;
+                                                  TD_SLOW_REVIVE=S: each database check takes S seconds)
 
 Each configured chain becomes a worker whose behaviour its name picks (prefix before the first
 '-'): ok (beats, exits on SIGTERM), crash (exits 3 at once), hang (never beats), stubborn
@@ -23,6 +24,7 @@ from transfer_daemon.config import Config, ConfigError, load_config
 from transfer_daemon.daemon.child import ChildSpec, RestartPolicy
 from transfer_daemon.daemon.heartbeat import Heartbeat
 from transfer_daemon.daemon.supervisor import fingerprint, run_start
+from transfer_daemon.db import bootstrap
 from transfer_daemon.errors import TransferDaemonError
 
 log = logging.getLogger("tests.launcher")
@@ -76,6 +78,14 @@ def run_api(config: Config, url: str) -> None:
     _serve("api", None)
 
 
+def slow_revive(config: Config) -> bool:
+    """A database check stuck in a long crash recovery."""
+    log.warning("slow revive started")
+    time.sleep(float(os.environ["TD_SLOW_REVIVE"]))
+    log.warning("slow revive ended")
+    return True
+
+
 TARGETS = {"ok": run_ok, "crash": run_crash, "hang": run_hang, "stubborn": run_stubborn, "leaky": run_leaky,
            "busy": run_busy}
 
@@ -97,6 +107,8 @@ def main() -> int:
     try:
         config = load_config(sys.argv[1])
         foreground = os.environ.get("TD_DETACH") != "1"
+        if os.environ.get("TD_SLOW_REVIVE"):
+            bootstrap.revive_embedded = slow_revive
         return run_start(config, foreground=foreground, build_specs=build_specs, policy=policy)
     except (TransferDaemonError, ConfigError) as exc:
         print(f"transfer-daemon: {exc}", file=sys.stderr)

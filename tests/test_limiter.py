@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from transfer_daemon.upstream.limiter import MAX_QUEUE_S, Limiter, reserve
+from transfer_daemon.upstream.limiter import MAX_QUEUE_S, Limiter, LimiterBusy, reserve
 
 
 class FakeTime:
@@ -92,3 +92,41 @@ def test_three_processes_never_exceed_the_limit_in_any_second(tmp_path):
     assert busiest <= RATE + BURST, busiest
     # The limit is also used, not just respected: all three processes got their share.
     assert len(stamps) >= RATE * SECONDS * 0.9 and all(len(s) >= RATE * SECONDS / 6 for s in per_process)
+
+
+def test_a_bounded_caller_takes_no_slot_it_would_wait_too_long_for(tmp_path):
+    fake = FakeTime()
+    limiter = Limiter(tmp_path, "K", 1.0, 1, clock=fake.clock, sleep=lambda s: None)
+    assert limiter.acquire() == 0.0
+    with limiter.waiting_at_most(0.5), pytest.raises(LimiterBusy):
+        limiter.acquire()  # the next slot is 1 s away
+    fake.now += 0.6
+    with limiter.waiting_at_most(0.5):
+        assert limiter.acquire() == pytest.approx(0.4)  # the refused call left the slot free
+    assert limiter.acquire() == pytest.approx(1.4)  # outside the block: unbounded again
+
+
+def test_a_bounded_block_spends_one_budget_over_all_its_calls(tmp_path):
+    fake = FakeTime()
+    limiter = Limiter(tmp_path, "K", 4.0, 1, clock=fake.clock, sleep=fake.sleep)
+    with limiter.waiting_at_most(0.6):
+        waits = [limiter.acquire() for _ in range(3)]  # 0, 0.25, 0.25: 0.1 s of the budget left
+        with pytest.raises(LimiterBusy):
+            limiter.acquire()
+    assert waits == [0.0, 0.25, 0.25]
+
+
+def test_budgets_are_per_thread(tmp_path):
+    import threading
+
+    fake = FakeTime()
+    limiter = Limiter(tmp_path, "K", 1.0, 1, clock=fake.clock, sleep=lambda s: None)
+    limiter.acquire()
+    waits = []
+    with limiter.waiting_at_most(0.0):
+        other = threading.Thread(target=lambda: waits.append(limiter.acquire()))  # no budget of its own
+        other.start()
+        other.join()
+        with pytest.raises(LimiterBusy):
+            limiter.acquire()
+    assert waits == [1.0]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -237,3 +239,50 @@ def test_logs_without_a_log_file_is_a_clear_error(tmp_path):
 
     with pytest.raises(TransferDaemonError, match="no log file at"):
         tail_logs(config, echo=print)
+
+
+def test_a_child_logging_into_a_full_pipe_never_blocks_and_reports_what_it_dropped(tmp_path):
+    config = _config(tmp_path, log_format="json")
+    pipeline = LogPipeline(config, to_stderr=False)
+    read_fd, write_fd = pipeline.open_channel("api", None)
+    looped_r, looped_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            pipeline.become_child(write_fd, "api", None)
+            log = logging.getLogger("transfer_daemon.api")
+            for n in range(30_000):  # ~5 MB: far beyond any pipe's room, and nobody reads
+                log.warning("answered 503 for api: store not ready: database unavailable (%d)", n)
+            print("a stray print into the full pipe")
+            os.write(looped_w, b"1")
+            os.read(go_r, 1)  # the supervisor has read what the pipe held
+            log.warning("back to normal")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    ready = select.select([looped_r], [], [], 30)[0]
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise AssertionError("the child blocked on its log pipe")
+    pipeline.drain(read_fd)
+    os.write(go_w, b"1")
+    deadline = time.monotonic() + 30
+    while read_fd in pipeline.channels():
+        assert time.monotonic() < deadline
+        select.select([read_fd], [], [], 0.1)
+        pipeline.drain(read_fd)
+    assert os.waitpid(pid, 0)[1] == 0
+    pipeline.flush()
+    messages = [json.loads(line)["message"] for line in Path(config.daemon.log_file).read_text().splitlines()]
+    dropped = [m for m in messages if m.startswith("dropped ")]
+    assert len(dropped) == 1 and messages[-2:] == [dropped[0], "back to normal"]
+    count = int(dropped[0].split()[1])
+    kept = sum(1 for m in messages if m.startswith("answered 503"))
+    assert count > 0 and kept > 0 and count + kept == 30_001  # every line kept or counted: the print too
+    assert all(m.endswith(f"({n})") for n, m in enumerate(messages[:kept]))
+    for handler in pipeline.handlers:
+        handler.close()

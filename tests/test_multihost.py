@@ -4,6 +4,7 @@ poll interval; both APIs serve the same page 1."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,4 +118,59 @@ def test_two_hosts_share_the_chains_and_take_over(cluster, database_url: str, re
         assert page[0] == "store" and len(page[1]) == 25
     pages = [key for key in keys_under(redis_prefix) if key.startswith(redis_prefix + "page1:")]
     assert pages, "the hosts never wrote a page to the shared Redis"
+    assert a.stop() == 0 and b.stop() == 0
+
+
+SIM_RATE = 5  # calls per second per key before the simulator answers "Max calls per sec rate limit reached"
+KEY_RATE = 3  # what the config allows the key: the margin covers the hosts' scheduling jitter
+
+
+@pytest.fixture
+def upstream_cluster(tmp_path: Path, database_url: str, redis_prefix: str) -> Iterator[tuple[Sim, Host, Host]]:
+    sim = Sim(history_blocks=1500, rate_limit=SIM_RATE)
+    cache = f'[cache]\nbackend = "redis"\nurl = "{REDIS_URL}"\nprefix = "{redis_prefix}"\n'
+    hosts = [Host(tmp_path / name, database_url, sim, env={KEY_ENV: "multihost-key"}, key_env=KEY_ENV,
+                  poll_interval_s=POLL_S, extra_toml=cache,
+                  chain_fields={"data_source": "upstream", "rate_limit_per_sec": KEY_RATE})
+             for name in ("a", "b")]
+    yield sim, hosts[0], hosts[1]
+    for host in hosts:
+        host.cleanup()
+    sim.stop()
+
+
+def hammer(host: Host, chain: dict, until: float, sources: list[str]) -> None:
+    """Pages the explorer has not been asked for yet: each toBlock of one contract is one call."""
+    first, span = chain["firstBlock"], chain["head"] - chain["firstBlock"]
+    block = first + host.api_port % span
+    while time.monotonic() < until:
+        block = first + (block - first + 37) % span
+        answer = host.get("/api/transfers", chainId=1, contract=chain["contracts"][0], toBlock=block, pageSize=5)
+        if answer is not None and answer.status_code == 200:
+            sources.append(answer.json()["source"])
+
+
+def test_two_hosts_in_upstream_mode_share_their_keys_rate(upstream_cluster) -> None:
+    sim, a, b = upstream_cluster
+    for host in (a, b):
+        host.start()
+    for host in (a, b):
+        wait_for(lambda h=host: (r := h.get("/api/transfers", chainId=1)) is not None and r.status_code == 200
+                 and r.json()["source"] == "upstream", 60, f"the API of {host.root.name} in upstream mode\n"
+                 f"{host.tail()}", 0.3)
+    chain = next(c for c in sim.chains if c["id"] == 1)
+    until = time.monotonic() + 12
+    sources: dict[str, list[str]] = {"a": [], "b": []}
+    threads = [threading.Thread(target=hammer, args=(host, chain, until, sources[name]))
+               for name, host in (("a", a), ("b", b)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = sim.stats()
+    print(f"upstream-mode load from two hosts: {stats['requests']} explorer calls by key, "
+          f"{sum(s.count('upstream') for s in sources.values())} explorer pages, "
+          f"{sum(s.count('store') for s in sources.values())} store pages, {stats['rateLimitedTotal']} rate-limited")
+    assert all(s.count("upstream") >= 5 for s in sources.values()), "the load never reached the explorer"
+    assert stats["rateLimitedTotal"] == 0, stats["rateLimited"]
     assert a.stop() == 0 and b.stop() == 0

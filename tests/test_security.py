@@ -4,6 +4,7 @@ world-readable .env is warned about at start (naming the file, never its content
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -17,7 +18,9 @@ from tests.api_support import make_config, migrated, transfer, write
 from transfer_daemon.api import create_app
 from transfer_daemon.api.params import PARAMETERS
 from transfer_daemon.api.server import ApiServer
-from transfer_daemon.config import parse_config
+from transfer_daemon.config import ConfigError, parse_config
+from transfer_daemon.daemon.logs import RedactingFilter, secrets_from_config
+from transfer_daemon.redact import redact_url
 from transfer_daemon.simulate.stats import SimStats, redact_key
 from transfer_daemon.store.cursor import CursorPosition, encode_cursor
 
@@ -119,3 +122,46 @@ def test_start_warns_about_a_world_readable_dotenv(tmp_path: Path, mode: int, wa
     finally:
         daemon.cleanup()
     wait_for(lambda: daemon.process.poll() is not None, 10, "launcher exited")
+
+
+ALCHEMY = "Xy7kPq2LmN9vB3cD5fG8hJ1kL4mN6pQ0"
+INFURA = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    (f"https://eth-mainnet.g.alchemy.com/v2/{ALCHEMY}", "https://eth-mainnet.g.alchemy.com/v2/***"),
+    (f"POST https://mainnet.infura.io/v3/{INFURA} failed: 503", "POST https://mainnet.infura.io/v3/*** failed: 503"),
+    (f"https://rpc.ankr.com/eth/{INFURA}?x=1", "https://rpc.ankr.com/eth/***?x=1"),
+    (f"(https://name.quiknode.pro/{ALCHEMY}/)", "(https://name.quiknode.pro/***/)"),
+    ("https://eth-mainnet.g.alchemy.com/v2/short", "https://eth-mainnet.g.alchemy.com/v2/short"),
+    # what is not a key stays readable
+    ("https://api.etherscan.io/v2/api?chainid=1", "https://api.etherscan.io/v2/api?chainid=1"),
+    ("http://127.0.0.1:8545/rpc/25", "http://127.0.0.1:8545/rpc/25"),
+    ("https://docs.example/transfers-and-approvals/intro", "https://docs.example/transfers-and-approvals/intro"),
+    ("pgdata=/var/lib/td/pgdata-2024-05-01-abcdef", "pgdata=/var/lib/td/pgdata-2024-05-01-abcdef"),
+    ("postgresql://td@db/td_test_0123456789ab", "postgresql://td@db/td_test_0123456789ab"),
+    (f"wss://eth-mainnet.g.alchemy.com/v2/{ALCHEMY}", "wss://eth-mainnet.g.alchemy.com/v2/***"),
+])
+def test_a_provider_key_in_a_url_path_is_redacted(text: str, shown: str):
+    assert redact_url(text) == shown
+
+
+def test_keys_pasted_into_urls_join_the_log_pipelines_secrets(tmp_path):
+    config = parse_config({"chains": [
+        {"id": 1, "name": "eth", "kind": "rpc_logs", "rpc_url": f"https://eth-mainnet.g.alchemy.com/v2/{ALCHEMY}",
+         "contracts": ["0x" + "11" * 20]},
+        {"id": 25, "name": "cro", "kind": "rpc_logs", "rpc_url": "https://evm.cronos.org",
+         "contracts": ["0x" + "11" * 20]}]}, {})
+    secrets = secrets_from_config(config, {})
+    assert secrets == {ALCHEMY}
+    record = logging.LogRecord("t", logging.WARNING, __file__, 1, "Max retries exceeded with url: /v2/%s", (ALCHEMY,),
+                               None)
+    RedactingFilter(secrets).filter(record)
+    assert ALCHEMY not in record.getMessage()
+
+
+def test_a_bad_rpc_url_is_refused_without_showing_its_key():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"chains": [{"id": 1, "name": "eth", "kind": "rpc_logs", "contracts": ["0x" + "11" * 20],
+                                  "rpc_url": f"wss://eth-mainnet.g.alchemy.com/v2/{ALCHEMY}"}]}, {})
+    assert ALCHEMY not in str(info.value) and info.value.key == "chains[0].rpc_url"

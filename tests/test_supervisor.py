@@ -248,3 +248,16 @@ def test_detach_returns_at_once_and_logs_to_the_file_only(daemons):
     finally:
         if pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
+
+
+def test_a_slow_database_revive_never_stalls_the_loop(daemons):
+    daemon = daemons(env={"TD_SLOW_REVIVE": "60"}, shutdown_timeout=5.0)
+    daemon.start(OK_A, running=("worker[ok-a]",))
+    wait_for(lambda: daemon.log_lines("slow revive started"), 15, "the first database check")
+    victim = daemon.child("worker[ok-a]")["pid"]
+    os.kill(victim, signal.SIGKILL)
+    daemon.wait_child("worker[ok-a]", lambda c: c["pid"] not in (None, victim) and c["state"] == "RUNNING",
+                      "the killed worker reaped and restarted while the check runs", timeout=5)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.process.wait(10) == 0
+    assert daemon.log_lines("stopped: every child has exited") and not daemon.log_lines("slow revive ended")

@@ -24,7 +24,7 @@ from upstream_fixtures import (
 from transfer_daemon.errors import CallsRefused, DailyCapReached, EndpointRefused, InvalidApiKey, UpstreamError
 from transfer_daemon.model import TRANSFER_TOPIC
 from transfer_daemon.upstream import etherscan
-from transfer_daemon.upstream.etherscan import ExplorerSource
+from transfer_daemon.upstream.etherscan import OPEN_END_BLOCK, ExplorerSource
 from transfer_daemon.upstream.http import RetryPolicy
 
 V2 = "https://api.etherscan.io/v2/api"
@@ -291,16 +291,28 @@ def test_proxy_rate_limit_envelope_is_retried(rsps, tmp_path, fake):
     assert explorer(tmp_path, fake).head_block() == 16 and len(fake.sleeps) == 1
 
 
-def test_latest_transfers_newest_first_without_a_partial_oldest_block(rsps, tmp_path, fake):
+def test_a_whole_block_page_cuts_the_block_a_full_call_ends_in(rsps, tmp_path, fake):
     rows = [tokentx_row(b, b * 10 + i, value=b * 10 + i) for b in range(1, 8) for i in range(3)]
     rsps.add_callback(responses.GET, V2, callback=FakeExplorer(rows))
-    latest = explorer(tmp_path, fake).latest_transfers(5)
-    assert [(t.block_number, t.value) for t in latest] == [(7, 72), (7, 71), (7, 70), (6, 62), (6, 61)]
-    q = query(rsps.calls[0].request)
-    assert q["sort"] == "desc" and q["offset"] == "100" and "startblock" not in q
-    # A full page: its oldest block (6) may be cut, so it is not shown with wrong ordinals.
-    latest = explorer(tmp_path, fake, page_size=5).latest_transfers(5)
-    assert [(t.block_number, t.value) for t in latest] == [(7, 72), (7, 71), (7, 70)]
+    source = explorer(tmp_path, fake, page_size=5)
+    newest, rest = source.whole_block_page(CONTRACT_A, 0, None, descending=True)
+    # rows 72, 71, 70, 62, 61: block 6 is cut (its ordinals would be wrong) and read by the next call
+    assert sorted((t.block_number, t.log_index, t.value) for t in newest) == [(7, 0, 70), (7, 1, 71), (7, 2, 72)]
+    assert rest == 6 and "startblock" not in query(rsps.calls[0].request)
+    following, rest = source.whole_block_page(CONTRACT_A, 0, 6, descending=True)
+    assert {t.block_number for t in following} == {6} and rest == 5
+    oldest, rest = source.whole_block_page(CONTRACT_A, 6, None, descending=False)
+    q = query(rsps.calls[-1].request)
+    assert (q["sort"], q["startblock"], q["endblock"]) == ("asc", "6", str(OPEN_END_BLOCK))
+    assert {t.block_number for t in oldest} == {6} and rest == 7
+
+
+def test_a_block_that_fills_a_whole_call_is_read_alone(rsps, tmp_path, fake):
+    rows = [tokentx_row(4, 100 + i) for i in range(2)] + [tokentx_row(5, i, value=i) for i in range(7)]
+    rsps.add_callback(responses.GET, V2, callback=FakeExplorer(rows))
+    transfers, rest = explorer(tmp_path, fake, page_size=3).whole_block_page(CONTRACT_A, 0, None, descending=True)
+    assert [(t.block_number, t.log_index, t.value) for t in transfers] == [(5, i, i) for i in range(7)]
+    assert rest == 4
 
 
 def test_soft_invalid_key_warning_is_logged_once_without_the_key(rsps, tmp_path, fake, caplog):

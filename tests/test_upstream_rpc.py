@@ -221,12 +221,6 @@ def test_block_hashes_are_fresh_and_skip_unknown_blocks(rsps, tmp_path):
     assert len([r for r in node.requests if r["method"] == "eth_getBlockByNumber"]) == 4
 
 
-def test_latest_transfers_newest_first(rsps, tmp_path):
-    node = FakeNode([transfer_log(b, i, blockTimestamp=hex(b)) for b in range(0, 1000, 7) for i in range(2)], head=999)
-    latest = source(tmp_path, node, rsps).latest_transfers(3)
-    assert [(t.block_number, t.log_index) for t in latest] == [(994, 1), (994, 0), (987, 1)]
-
-
 def test_key_goes_in_the_path_and_never_in_messages(rsps, tmp_path):
     rsps.post(f"{URL}/{API_KEY}", status=401, body="unauthorized")
     rpc = source(tmp_path, url=URL, api_key_env="CRONOS_KEY")

@@ -104,7 +104,7 @@ def _optional_int(minimum: int) -> Callable[[str, Any], int | None]:
 def _url(key: str, raw: Any) -> str:
     value = _str(key, raw)
     if value and not re.match(r"^https?://[^\s/]+", value):
-        raise ConfigError(key, raw, "expected an http(s) URL")
+        raise ConfigError(key, redact_url(value), "expected an http(s) URL")
     return value
 
 

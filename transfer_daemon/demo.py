@@ -132,7 +132,10 @@ def write_config(data_dir: Path, port: int, sim_url: str, chains: list[dict],
     for chain in chains:
         lines += _chain_table(chain, sim_url, overrides.get("chains", {}))
     path = data_dir / CONFIG_NAME
-    path.write_text("\n".join(lines))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as config_file:
+        config_file.write("\n".join(lines))
+    os.chmod(path, 0o600)  # one an earlier demo wrote open
     return path
 
 
@@ -165,12 +168,13 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 def run_demo(port: int, data_dir: str, *, echo: Callable[[str], None] = print) -> int:
     """Simulator + config + `run_start` in the foreground; the simulator stops when the daemon does."""
+    from transfer_daemon.daemon.private import make_private
     from transfer_daemon.daemon.supervisor import run_start
 
     if port:
         _check_port_free(port)
     root = Path(data_dir).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    make_private(root)
     _isolate_environment()
     # Until the supervisor installs its own handlers, SIGTERM unwinds like Ctrl-C (the finally below).
     signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -19,6 +19,7 @@ from transfer_daemon.api import resources
 from transfer_daemon.api.params import ParameterError
 from transfer_daemon.config import Config
 from transfer_daemon.errors import StoreNotReady
+from transfer_daemon.upstream import share_limiters
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def create_app(config: Config, database_url: str) -> Flask:
     app = Flask(__name__)
     app.json.sort_keys = False
     metrics.init_multiprocess(config.daemon.data_dir)
+    share_limiters(config.cache)
     resources.init_app(app, config, database_url)
     _register_errors(app)
     _register_timing(app)

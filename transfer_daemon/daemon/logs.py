@@ -10,25 +10,39 @@ Why not multiprocessing-logging: with a plain os.fork its queue's feeder thread 
 the child, so every child record is silently dropped once the parent has logged; and a child
 SIGKILLed (heartbeat timeout) while holding the queue's shared write lock would block every
 other process's logging. A pipe per child has neither problem: a dead child only closes its pipe.
+
+A full pipe never blocks a child: its write end is non-blocking, so a line that does not fit
+(the supervisor is busy, or the child logs faster than it reads) is dropped and counted, and the
+count goes out as one line, "dropped N log lines", as soon as a line fits again. A child that
+blocked on its log would stop answering (the API during a database outage logs every 503).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import io
 import json
 import logging
 import logging.handlers
 import os
 import re
+import select
 import sys
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from transfer_daemon.config import Config
 from transfer_daemon.daemon.alert_sinks import alert_secrets
-from transfer_daemon.redact import redact
+from transfer_daemon.redact import redact, url_secrets
 
 RECORD_MARK = "\x1e"
+#: a line longer than the pipe's atomic size (PIPE_BUF) may go in parts: its rest waits this long at most
+PART_WAIT_S = 0.5
+#: room for a burst of lines where the system lets a pipe grow (Linux); elsewhere the default 64 KiB
+PIPE_SIZE = 1 << 20
 _MIN_SECRET_LENGTH = 4  # shorter values would garble every line and protect nothing
 _context: dict[str, str | None] = {"tag": "supervisor", "chain": None}
 
@@ -50,10 +64,13 @@ class ContextFilter(logging.Filter):
 
 
 def secrets_from_config(config: Config, environ: Mapping[str, str] | None = None) -> set[str]:
-    """Values of every environment variable a chain names as its api_key_env, and the alert
-    receivers' tokens and passwords."""
+    """Values of every environment variable a chain names as its api_key_env, the provider keys
+    pasted into its URLs (`…/v2/<key>`: a message may quote a key without the URL around it), and
+    the alert receivers' tokens and passwords."""
     environ = os.environ if environ is None else environ
     values = {environ.get(chain.api_key_env, "") for chain in config.chains if chain.api_key_env}
+    for chain in config.chains:
+        values |= url_secrets(chain.rpc_url) | url_secrets(chain.base_url)
     values |= alert_secrets(config.alerts, environ)
     return {v for v in values if len(v) >= _MIN_SECRET_LENGTH}
 
@@ -200,6 +217,11 @@ class LogPipeline:
         """A pipe for one child: (read end, kept here; write end, handed to the child)."""
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
+        if hasattr(fcntl, "F_SETPIPE_SZ"):
+            try:
+                fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                pass  # beyond the user's pipe allowance: the default size only drops sooner
         self._channels[read_fd] = (tag, chain, bytearray())
         return read_fd, write_fd
 
@@ -255,14 +277,16 @@ class LogPipeline:
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
+        # Non-blocking for fds 1 and 2 too (one open file): C libraries writing there get EAGAIN, not a hang.
+        os.set_blocking(write_fd, False)
         os.dup2(write_fd, 1)
         os.dup2(write_fd, 2)
         os.close(write_fd)
-        # Fresh line-buffered streams on the pipe, whatever sys.stdout/stderr had been replaced by.
-        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
-        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+        writer = PipeWriter(2)
+        # Fresh streams on the pipe, whatever sys.stdout/stderr had been replaced by: whole lines, never blocking.
+        sys.stdout, sys.stderr = PipeStream(writer), PipeStream(writer)
         set_process_context(tag, chain)
-        handler = PipeHandler(2)
+        handler = PipeHandler(writer)
         handler.addFilter(ContextFilter())
         root.addHandler(handler)
         set_levels(self.level)
@@ -283,28 +307,120 @@ def _decode_record(line: str, tag: str, chain: str | None) -> logging.LogRecord 
     })
 
 
-class PipeHandler(logging.Handler):
-    """A child's only handler: one RS-marked JSON record per line onto the supervisor's pipe.
+def _serialize(record: logging.LogRecord) -> bytes:
+    """One RS-marked JSON line: what the supervisor's _decode_record reads back."""
+    fields = {
+        "name": record.name, "levelno": record.levelno, "levelname": record.levelname,
+        "msg": record.getMessage(), "created": record.created, "process": record.process,
+        "tag": getattr(record, "tag", _context["tag"]), "chain": getattr(record, "chain", _context["chain"]),
+        "exc_text": _exception_text(logging.Formatter(), record) or None,
+    }
+    return (RECORD_MARK + json.dumps(fields, ensure_ascii=False) + "\n").encode("utf-8", "replace")
 
-    A record of at most PIPE_BUF (4096) bytes is written atomically, so lines from a child's own
-    subprocesses (gunicorn workers share the API's pipe) never interleave with it.
+
+def _dropped_line(count: int) -> bytes:
+    record = logging.LogRecord(__name__, logging.WARNING, __file__, 0, "dropped %d log lines: the supervisor did not "
+                               "read them in time", (count,), None)
+    return _serialize(record)
+
+
+class PipeWriter:
+    """A child's non-blocking end of its log pipe: whole lines in, or dropped and counted.
+
+    A line of at most PIPE_BUF (4096) bytes is written atomically or not at all, so lines from a
+    child's own subprocesses (gunicorn workers share the API's pipe) never interleave with it. A
+    longer one may go in parts; its rest waits PART_WAIT_S at most, and if cut short the next line
+    starts on a new one. Before the next line that fits, the count of those dropped goes out.
     """
 
     def __init__(self, fd: int) -> None:
-        super().__init__()
         self.fd = fd
+        self.dropped = 0
+        self._torn = False  # a line went out in part: the next starts with a newline
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def write(self, line: bytes) -> bool:
+        """Send one line (ending in a newline); False when it was dropped."""
+        if self._pid != os.getpid():  # forked (gunicorn's workers): another thread may have held the lock
+            self._lock, self._pid, self.dropped = threading.Lock(), os.getpid(), 0
+        with self._lock:
+            if self.dropped and self._send(_dropped_line(self.dropped)):
+                self.dropped = 0
+            if not self.dropped and self._send(line):
+                return True
+            self.dropped += 1
+            return False
+
+    def flush(self) -> None:
+        """Send the count of dropped lines if there is room now (a child on its way out)."""
+        with self._lock:
+            if self.dropped and self._send(_dropped_line(self.dropped)):
+                self.dropped = 0
+
+    def _send(self, data: bytes) -> bool:
+        if self._torn:
+            data = b"\n" + data
+        try:
+            view = memoryview(data)[os.write(self.fd, data):]
+        except (BlockingIOError, BrokenPipeError):
+            return False
+        deadline = time.monotonic() + PART_WAIT_S
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [self.fd], [], left)[1]:
+                self._torn = True
+                return False
+            try:
+                view = view[os.write(self.fd, view):]
+            except BlockingIOError:
+                continue
+            except BrokenPipeError:
+                return False
+        self._torn = False
+        return True
+
+
+class PipeStream(io.TextIOBase):
+    """A child's sys.stdout/sys.stderr: stray output as whole lines through its PipeWriter."""
+
+    encoding = "utf-8"
+
+    def __init__(self, writer: PipeWriter) -> None:
+        super().__init__()
+        self.writer = writer
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.writer.fd
+
+    def write(self, text: str) -> int:
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            self.writer.write((line + "\n").encode("utf-8", "replace"))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self.writer.write((self._pending + "\n").encode("utf-8", "replace"))
+            self._pending = ""
+
+
+class PipeHandler(logging.Handler):
+    """A child's only handler: one RS-marked JSON record per line through its PipeWriter."""
+
+    def __init__(self, writer: PipeWriter) -> None:
+        super().__init__()
+        self.writer = writer
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            fields = {
-                "name": record.name, "levelno": record.levelno, "levelname": record.levelname,
-                "msg": record.getMessage(), "created": record.created, "process": record.process,
-                "tag": record.tag, "chain": record.chain,
-                "exc_text": _exception_text(logging.Formatter(), record) or None,
-            }
-            data = (RECORD_MARK + json.dumps(fields, ensure_ascii=False) + "\n").encode("utf-8", "replace")
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view):]
+            self.writer.write(_serialize(record))
         except Exception:
             self.handleError(record)
+
+    def flush(self) -> None:
+        self.writer.flush()

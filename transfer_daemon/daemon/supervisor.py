@@ -16,8 +16,10 @@ import os
 import selectors
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import setproctitle
@@ -29,6 +31,7 @@ from transfer_daemon.daemon.child import Child, ChildSpec, RestartPolicy, State
 from transfer_daemon.daemon.heartbeat import Heartbeat
 from transfer_daemon.daemon.logs import LogPipeline
 from transfer_daemon.daemon.pidfile import PidFile
+from transfer_daemon.daemon.private import make_private
 from transfer_daemon.errors import TransferDaemonError
 from transfer_daemon.metrics import init_multiprocess, mark_process_dead
 from transfer_daemon.redact import redact_url
@@ -63,7 +66,9 @@ def secrets_fingerprint(config: Config, spec: ChildSpec) -> str:
 
 def _worker_main(config: Config, chain_name: str, database_url: str, heartbeat: Heartbeat) -> None:
     from transfer_daemon.ingest.worker import run_worker
+    from transfer_daemon.upstream import share_limiters
 
+    share_limiters(config.cache)
     run_worker(config, chain_name, database_url, heartbeat, publish=heartbeat.publish)
 
 
@@ -124,6 +129,27 @@ def _changed(child: Child, spec: ChildSpec) -> str | None:
     return None
 
 
+class Reviving(threading.Thread):
+    """One check of the embedded Postgres, restarting it if it died, off the supervisor's loop:
+    a restart runs crash recovery (seconds, minutes for a big WAL) while the loop must go on
+    reaping children, answering signals and reading their log pipes. The loop polls `done`."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(name="revive-database", daemon=True)
+        self.config = config
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        from transfer_daemon.db import bootstrap
+
+        try:
+            bootstrap.revive_embedded(self.config)
+        except Exception as exc:
+            log.exception("failed to check the embedded postgres: %s", exc)
+        finally:
+            self.done.set()
+
+
 class Supervisor:
     def __init__(self, config: Config, *, build_specs: SpecBuilder, load: Callable[[], Config],
                  pipeline: LogPipeline, pidfile: PidFile, policy: RestartPolicy | None = None,
@@ -149,6 +175,7 @@ class Supervisor:
         self._wall_offset = time.time() - time.monotonic()
         self._published: dict[str, Any] | None = None
         self._database_checked_at = time.monotonic()
+        self._reviving: Reviving | None = None
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -262,16 +289,16 @@ class Supervisor:
                 self._spawn(child, now)
 
     def _watch_database(self, now: float) -> None:
-        """Every few seconds: an embedded Postgres that died is started again (its URL stays the same)."""
+        """Every few seconds: an embedded Postgres that died is started again (its URL stays the same),
+        in a Reviving thread; the next check is due a few seconds after the last one ended."""
+        if self._reviving is not None:
+            if not self._reviving.done.is_set():
+                return
+            self._reviving, self._database_checked_at = None, now
         if self.stopping or now < self._database_checked_at + DATABASE_CHECK_S:
             return
-        self._database_checked_at = now
-        from transfer_daemon.db.bootstrap import revive_embedded
-
-        try:
-            revive_embedded(self.config)
-        except Exception as exc:
-            log.exception("failed to check the embedded postgres: %s", exc)
+        self._reviving = Reviving(self.config)
+        self._reviving.start()
 
     def _check_heartbeat(self, child: Child, now: float) -> None:
         beat = self.heartbeats.get(child.spec.name)
@@ -495,10 +522,20 @@ def _detach() -> tuple[int | None, int | None]:
     return None, write_fd
 
 
+def _report_permissions(config: Config, opened: list[tuple[Path, int]]) -> None:
+    exposed = dotenv_world_readable(config)
+    if exposed:
+        log.warning("insecure permissions on %s: other users can read the secrets in it; run chmod 600 %s",
+                    exposed, exposed)
+    for path, mode in opened:
+        log.warning("closed %s to other users: its mode was %o, now %o", path, mode, mode & 0o700)
+
+
 def run_start(config: Config, *, foreground: bool = True, announce: Callable[[str], None] = print,
               build_specs: SpecBuilder | None = None, policy: RestartPolicy | None = None) -> int:
     """`transfer-daemon start`: pidfile, logging, database, children; returns the exit status."""
     build_sinks(config.alerts)  # a receiver's variable unset: ConfigError naming it, before anything starts
+    opened = make_private(config.daemon.data_dir, *filter(None, [config.daemon.log_file]))
     pidfile = PidFile(config.daemon.pidfile)
     try:
         stale = pidfile.acquire()
@@ -519,10 +556,7 @@ def run_start(config: Config, *, foreground: bool = True, announce: Callable[[st
         pidfile.release()
         raise TransferDaemonError(f"cannot open log file {config.daemon.log_file}: {exc}") from None
     pipeline.install()
-    exposed = dotenv_world_readable(config)
-    if exposed:
-        log.warning("insecure permissions on %s: other users can read the secrets in it; run chmod 600 %s",
-                    exposed, exposed)
+    _report_permissions(config, opened)
     if stale:
         log.warning("recovered stale pidfile %s (pid %d was not running)", config.daemon.pidfile, stale)
 

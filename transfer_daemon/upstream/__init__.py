@@ -1,8 +1,8 @@
 """Upstream sources: explorer APIs (`etherscan`, `etherscan_logs`) and JSON-RPC (`rpc_logs`).
 
-Every call goes through the shared per-key limiter (`limiter.py`) and the retrying HTTP layer
-(`http.py`); answers are read by `classify.py` and rows turned into `Transfer`s by `normalize.py`.
-The clients know nothing of the store.
+Every call goes through the shared per-key limiter (`limiter.py`; `redis_limiter.py` when hosts
+share the Redis cache) and the retrying HTTP layer (`http.py`); answers are read by `classify.py`
+and rows turned into `Transfer`s by `normalize.py`. The clients know nothing of the store.
 """
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from transfer_daemon.config import ChainConfig
+from transfer_daemon.config import CacheConfig, ChainConfig
 from transfer_daemon.model import Quarantined, Transfer
 
 if TYPE_CHECKING:
     from transfer_daemon.upstream.http import RetryPolicy
+    from transfer_daemon.upstream.limiter import BoundedWaits
+
+#: where this process's sources keep their buckets besides the limiter dir (see share_limiters)
+_shared_buckets: dict[str, CacheConfig | None] = {"cache": None}
 
 
 @dataclass(slots=True)
@@ -42,46 +46,39 @@ class UpstreamSource(Protocol):
     def block_hashes(self, blocks: Sequence[int]) -> dict[int, bytes]:
         """Current canonical hashes (never cached) — for reorg checks."""
 
-    def latest_transfers(self, limit: int) -> list[Transfer]:
-        """Newest first, for the API's upstream mode."""
+
+def share_limiters(cache: CacheConfig) -> None:
+    """Set once per process by those that know the config (the supervisor's children, the API app):
+    with the Redis cache backend, every source made afterwards keeps its key's bucket in that Redis,
+    so hosts that share a key share its rate; otherwise the bucket stays in the host's limiter dir."""
+    _shared_buckets["cache"] = cache if cache.backend == "redis" else None
 
 
-def latest_by_windows(source: UpstreamSource, limit: int, first_span: int = 16, rounds: int = 4) -> list[Transfer]:
-    """Newest `limit` transfers for sources that cannot sort descending: windows back from the head.
+def make_limiter(chain: ChainConfig, limiter_dir: str) -> BoundedWaits:
+    """The bucket of the chain's key: in Redis when share_limiters chose it, else in `limiter_dir`."""
+    from transfer_daemon.upstream.limiter import Limiter
 
-    Busy chains fill `limit` from the first few blocks; quiet ones widen the window 4x per round.
-    """
-    hi = source.head_block()
-    span, found = first_span, []
-    for _ in range(rounds):
-        lo = max(0, hi - span + 1)
-        found.extend(source.fetch_blocks(lo, hi).transfers)
-        if len(found) >= limit or lo == 0:
-            break
-        hi, span = lo - 1, span * 4
-    return newest_first(found, limit)
+    local = Limiter(limiter_dir, chain.limiter_key, chain.rate_limit_per_sec, chain.rate_limit_burst)
+    cache = _shared_buckets["cache"]
+    if cache is None:
+        return local
+    from transfer_daemon.upstream.redis_limiter import RedisLimiter
 
-
-def newest_first(transfers: list[Transfer], limit: int) -> list[Transfer]:
-    """The API order, newest first; rows that tie (tokentx ordinals of different contracts)
-    come out in reverse upstream order, as a descending upstream listing gives them."""
-    transfers.sort(key=lambda t: (t.time_stamp, t.block_number, t.log_index))
-    transfers.reverse()
-    return transfers[:limit]
+    return RedisLimiter(cache.url, cache.prefix, chain.limiter_key, chain.rate_limit_per_sec, chain.rate_limit_burst,
+                        fallback=local)
 
 
 def make_source(chain: ChainConfig, *, limiter_dir: str, environ: Mapping[str, str] = os.environ,
                 retry: RetryPolicy | None = None, on_attempt: Callable[[], None] | None = None) -> UpstreamSource:
-    """The client for `chain.kind`, with its limiter (shared through `limiter_dir`) and retries.
+    """The client for `chain.kind`, with its limiter (make_limiter) and retries.
 
     `retry`: attempts / total time / backoff of every call (default `RetryPolicy()`: 8 attempts,
     300 s, 1 → 60 s with 20 % jitter); tests against the simulator may pass a quicker one.
     `on_attempt` is called after every attempt, answered or not (the worker's liveness).
     """
     from transfer_daemon.upstream.http import HttpClient, RetryPolicy
-    from transfer_daemon.upstream.limiter import Limiter
 
-    limiter = Limiter(limiter_dir, chain.limiter_key, chain.rate_limit_per_sec, chain.rate_limit_burst)
+    limiter = make_limiter(chain, limiter_dir)
     http = HttpClient(chain, limiter, environ=environ, policy=retry or RetryPolicy(), on_attempt=on_attempt)
     if chain.kind == "rpc_logs":
         from transfer_daemon.upstream.rpc import RpcSource

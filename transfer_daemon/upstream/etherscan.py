@@ -33,13 +33,15 @@ from transfer_daemon.errors import (
     UpstreamError,
 )
 from transfer_daemon.model import TRANSFER_TOPIC, Quarantined, Transfer
-from transfer_daemon.upstream import FetchResult, latest_by_windows, newest_first
+from transfer_daemon.upstream import FetchResult
 from transfer_daemon.upstream import classify as c
 from transfer_daemon.upstream.http import HttpClient, check_status, fail
 from transfer_daemon.upstream.normalize import Normalized, normalize_logs, normalize_tokentx
 
 log = logging.getLogger(__name__)
 RESULT_WINDOW = 10_000
+#: endblock of a range open towards the head that still names its startblock
+OPEN_END_BLOCK = 9_999_999_999
 LOGS_PAGE_MAX = 1000  # logs/getLogs returns at most 1000 records per call on every plan
 
 
@@ -189,20 +191,36 @@ class ExplorerSource:
         transfers.sort(key=(lambda t: (t.block_number, t.log_index)) if self.logs else (lambda t: t.block_number))
         return FetchResult(transfers, total.quarantined, total.skipped, covered, calls, total.skipped_reasons)
 
-    def latest_transfers(self, limit: int) -> list[Transfer]:
-        if self.logs:
-            return latest_by_windows(self, limit)
-        found: list[Transfer] = []
-        # A full page's oldest block may be partial and is dropped: ask for more rows than needed.
-        offset = min(RESULT_WINDOW, max(limit, self.offset))
-        for contract in self.chain.contracts:
-            rows = self._page(contract, 0, None, 1, sort="desc", offset=offset)
-            rows.reverse()  # ascending, as the ordinal rule is stated
-            if len(rows) == offset:
-                oldest = self._block_of(rows[0])  # it may continue on the next page: drop it
-                rows = [row for row in rows if self._block_of(row) != oldest]
-            found.extend(self._normalize(rows).transfers)
-        return newest_first(found, limit)
+    def whole_block_page(self, contract: str, lo: int, hi: int | None, *,
+                         descending: bool) -> tuple[list[Transfer], int | None]:
+        """The API's upstream mode: one tokentx call of `offset` rows over blocks [lo, hi] (hi None: to
+        the head), newest first when `descending`, cut to whole blocks.
+
+        Returns the transfers and the inclusive bound where the rest of the range starts (descending:
+        its new hi, else its new lo): the block the cut left partial, read again by the next call;
+        None when this call reached the end of the range.
+        """
+        end = hi if hi is not None or lo == 0 else OPEN_END_BLOCK
+        rows = self._page(contract, lo, end, 1, sort="desc" if descending else "asc")
+        if len(rows) < self.offset:
+            return self._ascending(rows, descending), None
+        cut = self._block_of(rows[-1])
+        if cut is None:
+            raise fail("malformed", f"tokentx page for blocks {lo}-{hi} ends in a row without a block",
+                       retryable=False, chain=self.chain.name)
+        keep = [row for row in rows if self._block_of(row) != cut]
+        if keep:
+            return self._ascending(keep, descending), cut
+        # one block fills the page: read it alone, then go on past it
+        whole = self._whole_block(contract, cut, self._page(contract, cut, cut, 1), _Budget(None))
+        after = cut - 1 if descending else cut + 1
+        return whole.transfers, (after if lo <= after and (hi is None or after <= hi) else None)
+
+    def _ascending(self, rows: list, descending: bool) -> list[Transfer]:
+        """Rows of whole blocks -> transfers; ordinals count in the upstream's ascending order."""
+        if descending:
+            rows.reverse()
+        return self._normalize(rows).transfers
 
     # --- window walking ----------------------------------------------------------------------------
 

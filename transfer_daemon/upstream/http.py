@@ -24,8 +24,8 @@ from transfer_daemon import metrics
 from transfer_daemon.backoff import Backoff
 from transfer_daemon.config import ChainConfig
 from transfer_daemon.errors import InvalidApiKey, RateLimited, UpstreamError
-from transfer_daemon.redact import redact_url
-from transfer_daemon.upstream.limiter import Limiter
+from transfer_daemon.redact import redact_url, url_secrets
+from transfer_daemon.upstream.limiter import BoundedWaits
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -103,7 +103,7 @@ def check_status(response: requests.Response) -> None:
 class HttpClient:
     """Sends one logical call, retrying it; interprets the response with the caller's function."""
 
-    def __init__(self, chain: ChainConfig, limiter: Limiter, *, environ: Mapping[str, str] | None = None,
+    def __init__(self, chain: ChainConfig, limiter: BoundedWaits, *, environ: Mapping[str, str] | None = None,
                  session: requests.Session | None = None, policy: RetryPolicy = RetryPolicy(),
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None, stats: UpstreamStats | None = None,
@@ -126,6 +126,8 @@ class HttpClient:
 
     def scrub(self, text: str) -> str:
         key = self.api_key()
+        for secret in url_secrets(self.chain.rpc_url) | url_secrets(self.chain.base_url):
+            text = text.replace(secret, "***")  # quoted without its URL: "url: /v2/<key>"
         text = redact_url(text)
         return text.replace(key, "***") if len(key) >= 4 else text
 

@@ -25,8 +25,8 @@ import requests
 
 from transfer_daemon.config import ChainConfig
 from transfer_daemon.errors import InvalidApiKey, RangeTooWide, RateLimited, UpstreamError
-from transfer_daemon.model import TRANSFER_TOPIC, Transfer
-from transfer_daemon.upstream import FetchResult, latest_by_windows
+from transfer_daemon.model import TRANSFER_TOPIC
+from transfer_daemon.upstream import FetchResult
 from transfer_daemon.upstream import classify as c
 from transfer_daemon.upstream.http import HttpClient, check_status, fail, retry_after_seconds
 from transfer_daemon.upstream.normalize import Normalized, normalize_logs
@@ -153,9 +153,6 @@ class RpcSource:
         out.transfers.sort(key=lambda t: (t.block_number, t.log_index))
         return FetchResult(out.transfers, out.quarantined, out.skipped, start - 1, calls + head_calls,
                            out.skipped_reasons)
-
-    def latest_transfers(self, limit: int) -> list[Transfer]:
-        return latest_by_windows(self, limit)
 
     # --- windows and blocks ------------------------------------------------------------------------
 
