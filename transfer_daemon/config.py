@@ -189,10 +189,10 @@ class DaemonConfig:
         "TRANSFERS_LOG_LEVEL",
     )
     shutdown_timeout: float = _setting(
-        20.0, _float(0), "seconds the supervisor waits for children before SIGKILL"
+        20.0, _float(0), "seconds children get to stop before SIGKILL"
     )
     heartbeat_timeout: float = _setting(
-        300.0, _float(0), "seconds without a heartbeat before a worker is killed and restarted"
+        300.0, _float(0), "seconds without progress before a worker is restarted"
     )
 
     @property
@@ -229,7 +229,7 @@ class IngestConfig:
 class CacheConfig:
     backend: str = _setting("diskcache", _choice("diskcache", "redis"), "diskcache | redis", "TRANSFERS_CACHE_BACKEND")
     url: str = _setting("", _redis_url, "redis:// URL when backend = redis", "TRANSFERS_CACHE_URL")
-    prefix: str = _setting("transfer-daemon:", _str, "prefix of every Redis key: one per deployment sharing a server",
+    prefix: str = _setting("transfer-daemon:", _str, "prefix of every Redis key (one per deployment)",
                            "TRANSFERS_CACHE_PREFIX")
     ttl_s: int = _setting(3600, _int(1), "seconds a warm page is kept at most")
 
@@ -242,7 +242,7 @@ class AlertsConfig:
     webhook_url_env: str = _setting("", _env_name, "NAME of the env var holding a Slack-compatible webhook URL")
     alertmanager_url: str = _setting("", _url, "Prometheus Alertmanager base URL (POST /api/v2/alerts)")
     smtp_url_env: str = _setting(
-        "", _env_name, "NAME of the env var holding smtp://user:pass@host:port (smtps:// = implicit TLS)"
+        "", _env_name, "NAME of the env var holding smtp[s]://user:pass@host:port"
     )
     email_to: tuple[str, ...] = _setting((), _emails, "alert mail recipients")
     email_from: str = _setting("", _email, "alert mail sender address")
@@ -270,7 +270,7 @@ class ChainConfig:
     request_timeout_s: float = _setting(20.0, _float(0), "seconds per upstream call")
     data_source: str | None = _setting(None, _optional_choice(*DATA_SOURCES), "per-chain override")
     daily_cap_reset_utc: str = _setting(
-        "00:00", _utc_time, "UTC time (HH:MM) the explorer's daily call quota resets; a capped chain waits for it"
+        "00:00", _utc_time, "UTC time (HH:MM) the explorer's daily quota resets"
     )
 
     def api_key(self, environ: Mapping[str, str] | None = None) -> str:
