@@ -22,8 +22,9 @@ from collections.abc import Callable
 
 from transfer_daemon.config import Config, ConfigError, load_config
 from transfer_daemon.daemon.child import ChildSpec, RestartPolicy
+from transfer_daemon.daemon.children import fingerprint
 from transfer_daemon.daemon.heartbeat import Heartbeat
-from transfer_daemon.daemon.supervisor import fingerprint, run_start
+from transfer_daemon.daemon.start import run_start
 from transfer_daemon.db import bootstrap
 from transfer_daemon.errors import TransferDaemonError
 

@@ -13,7 +13,7 @@ from transfer_daemon import store
 from transfer_daemon.cli import main
 from transfer_daemon.config import parse_config
 from transfer_daemon.daemon.child import ChildSpec
-from transfer_daemon.daemon.supervisor import secrets_fingerprint
+from transfer_daemon.daemon.children import secrets_fingerprint
 from transfer_daemon.model import Halt, Pause
 
 CONTRACT = "0x" + "22" * 20

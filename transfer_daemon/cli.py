@@ -67,7 +67,7 @@ def main() -> None:
 def start(config_path: str | None, foreground: bool) -> None:
     """Run the supervisor, one worker per chain and the API."""
     config = _load(config_path)
-    from transfer_daemon.daemon.supervisor import run_start
+    from transfer_daemon.daemon.start import run_start
 
     sys.exit(run_start(config, foreground=foreground, announce=click.echo))
 

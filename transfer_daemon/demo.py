@@ -169,7 +169,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def run_demo(port: int, data_dir: str, *, echo: Callable[[str], None] = print) -> int:
     """Simulator + config + `run_start` in the foreground; the simulator stops when the daemon does."""
     from transfer_daemon.daemon.private import make_private
-    from transfer_daemon.daemon.supervisor import run_start
+    from transfer_daemon.daemon.start import run_start
 
     if port:
         _check_port_free(port)

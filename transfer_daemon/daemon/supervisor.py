@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import hashlib
 import logging
 import os
 import selectors
@@ -19,19 +18,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NoReturn
 
 import setproctitle
 
-from transfer_daemon.config import Config, ConfigError, dotenv_world_readable, load_config
+from transfer_daemon.config import Config, ConfigError
 from transfer_daemon.daemon.alert_monitor import AlertMonitor
-from transfer_daemon.daemon.alert_sinks import build_sinks
 from transfer_daemon.daemon.child import Child, ChildSpec, RestartPolicy, State
+from transfer_daemon.daemon.children import SpecBuilder, secrets_fingerprint
 from transfer_daemon.daemon.heartbeat import Heartbeat
 from transfer_daemon.daemon.logs import LogPipeline
 from transfer_daemon.daemon.pidfile import PidFile
-from transfer_daemon.daemon.private import make_private
 from transfer_daemon.errors import TransferDaemonError
 from transfer_daemon.metrics import init_multiprocess, mark_process_dead
 from transfer_daemon.redact import redact_url
@@ -39,85 +36,9 @@ from transfer_daemon.state import VERSION, state_path, write_state
 
 log = logging.getLogger(__name__)
 
-SpecBuilder = Callable[[Config], list[ChildSpec]]
 _HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 _PR_SET_PDEATHSIG = 1
 DATABASE_CHECK_S = 5.0
-# ChainConfig fields only the worker uses: changing them must not restart the API.
-_INGEST_ONLY = {"poll_interval_s", "page_size", "max_pages_per_cycle", "backfill_days", "start_block",
-                "confirmations", "max_reorg_depth", "log_window_blocks", "daily_cap_reset_utc"}
-
-
-def fingerprint(*parts: Any) -> str:
-    """Stable digest of frozen config records: equal configs, equal fingerprints."""
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
-
-
-def secrets_fingerprint(config: Config, spec: ChildSpec) -> str:
-    """A digest of the secret values `spec`'s child reads from the environment: its chain's key,
-    or for the API the keys of the chains it may ask upstream. Configs name secrets only, so a
-    key fixed in the `.env` changes no config fingerprint; this one changes. Never logged."""
-    if spec.chain is not None:
-        chains = [chain for chain in config.chains if chain.name == spec.chain]
-    else:
-        chains = [chain for chain in config.chains if config.data_source_for(chain) == "upstream"]
-    return fingerprint(*((chain.api_key_env, chain.api_key()) for chain in chains))
-
-
-def _worker_main(config: Config, chain_name: str, database_url: str, heartbeat: Heartbeat) -> None:
-    from transfer_daemon.ingest.worker import run_worker
-    from transfer_daemon.upstream import share_limiters
-
-    share_limiters(config.cache)
-    run_worker(config, chain_name, database_url, heartbeat, publish=heartbeat.publish)
-
-
-def _api_main(config: Config, database_url: str) -> None:
-    from transfer_daemon.api.server import run_api
-
-    run_api(config, database_url)
-
-
-def production_specs(config: Config, database_url: str) -> list[ChildSpec]:
-    """One worker per chain (with a heartbeat) and the API, each with its config fingerprint."""
-    shared = (config.database, config.ingest, config.cache, database_url)
-    specs = [
-        ChildSpec(f"worker[{chain.name}]", _worker_main, (config, chain.name, database_url),
-                  fingerprint(chain, *shared), chain=chain.name, heartbeat=True)
-        for chain in config.chains
-    ]
-    served = tuple(
-        tuple((k, v) for k, v in dataclasses.asdict(chain).items() if k not in _INGEST_ONLY)
-        for chain in config.chains
-    )
-    specs.append(ChildSpec("api", _api_main, (config, database_url),
-                           fingerprint(config.api, config.database, config.cache, database_url, served)))
-    return specs
-
-
-def bootstrap_database(config: Config) -> str:
-    """Resolve (or start the embedded) database and bring its schema up to date."""
-    from transfer_daemon.db.bootstrap import migrate, resolve_database_url
-
-    url = resolve_database_url(config)
-    applied = migrate(url)
-    log.info("database ready at %s (%d migration(s) applied)", redact_url(url), applied)
-    return url
-
-
-def database_plan(bootstrap: Callable[[Config], str] = bootstrap_database) -> SpecBuilder:
-    """Specs for a config; the database is bootstrapped again only when its settings change."""
-    resolved: dict[Any, str] = {}
-
-    def build(config: Config) -> list[ChildSpec]:
-        key = (config.database, config.daemon.data_dir)
-        if key not in resolved:
-            url = bootstrap(config)
-            resolved.clear()
-            resolved[key] = url
-        return production_specs(config, resolved[key])
-
-    return build
 
 
 def _changed(child: Child, spec: ChildSpec) -> str | None:
@@ -495,77 +416,3 @@ class Supervisor:
             write_state(state_path(self.config), {**document, "updated_at": round(time.time(), 3)})
         except OSError as exc:
             log.warning("state file not written: %s", exc)
-
-
-def _detach() -> tuple[int | None, int | None]:
-    """Double-fork away from the terminal.
-
-    The original process gets (daemon pid, or 0 if it failed before being ready; None); the
-    daemon gets (None, fd to write its pid on once ready).
-    """
-    read_fd, write_fd = os.pipe()
-    first = os.fork()
-    if first:
-        os.close(write_fd)
-        os.waitpid(first, 0)
-        with os.fdopen(read_fd) as pipe:
-            text = pipe.read().strip()
-        return (int(text) if text.isdigit() else 0), None
-    os.close(read_fd)
-    os.setsid()
-    if os.fork():
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
-    return None, write_fd
-
-
-def _report_permissions(config: Config, opened: list[tuple[Path, int]]) -> None:
-    exposed = dotenv_world_readable(config)
-    if exposed:
-        log.warning("insecure permissions on %s: other users can read the secrets in it; run chmod 600 %s",
-                    exposed, exposed)
-    for path, mode in opened:
-        log.warning("closed %s to other users: its mode was %o, now %o", path, mode, mode & 0o700)
-
-
-def run_start(config: Config, *, foreground: bool = True, announce: Callable[[str], None] = print,
-              build_specs: SpecBuilder | None = None, policy: RestartPolicy | None = None) -> int:
-    """`transfer-daemon start`: pidfile, logging, database, children; returns the exit status."""
-    build_sinks(config.alerts)  # a receiver's variable unset: ConfigError naming it, before anything starts
-    opened = make_private(config.daemon.data_dir, *filter(None, [config.daemon.log_file]))
-    pidfile = PidFile(config.daemon.pidfile)
-    try:
-        stale = pidfile.acquire()
-    except OSError as exc:
-        raise TransferDaemonError(f"cannot lock pidfile {config.daemon.pidfile}: {exc}") from None
-    ready_fd = None
-    if not foreground:
-        daemon_pid, ready_fd = _detach()
-        if daemon_pid is not None:
-            if not daemon_pid:
-                raise TransferDaemonError(f"start failed; see {config.daemon.log_file or 'the log'}")
-            announce(f"transfer-daemon started (pid {daemon_pid}); log: {config.daemon.log_file}")
-            return 0
-        pidfile.write(os.getpid())
-    try:
-        pipeline = LogPipeline(config, to_stderr=foreground)
-    except OSError as exc:
-        pidfile.release()
-        raise TransferDaemonError(f"cannot open log file {config.daemon.log_file}: {exc}") from None
-    pipeline.install()
-    _report_permissions(config, opened)
-    if stale:
-        log.warning("recovered stale pidfile %s (pid %d was not running)", config.daemon.pidfile, stale)
-
-    def ready() -> None:
-        if ready_fd is not None:
-            os.write(ready_fd, f"{os.getpid()}\n".encode())
-            os.close(ready_fd)
-
-    supervisor = Supervisor(config, build_specs=build_specs or database_plan(), load=lambda: load_config(config.path),
-                            pipeline=pipeline, pidfile=pidfile, policy=policy, on_ready=ready,
-                            monitor=AlertMonitor if build_specs is None else None)
-    return supervisor.run()
