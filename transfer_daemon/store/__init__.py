@@ -21,6 +21,7 @@ from transfer_daemon.store.reads import (
     get_cursor,
     known_transfer_keys,
     last_event,
+    last_ingests,
     recent_events,
     stored_block_hashes,
 )
@@ -30,7 +31,7 @@ from transfer_daemon.store.writes import record_event, replace_from_block, write
 __all__ = [
     "MAX_OFFSET", "ChainStats", "CursorPosition", "Freshness", "TransferPage", "TransferQuery",
     "apply_retention", "chain_stats", "count_recent_events", "compact_closed_partitions", "data_version",
-    "decode_cursor", "encode_cursor", "freshness", "get_cursor", "known_transfer_keys", "last_event",
+    "decode_cursor", "encode_cursor", "freshness", "get_cursor", "known_transfer_keys", "last_event", "last_ingests",
     "query_items", "query_transfers", "recent_events", "record_event", "replace_from_block", "stored_block_hashes",
     "write_batch",
 ]
