@@ -30,8 +30,9 @@ from transfer_daemon.store.cursor import CursorPosition, decode_cursor, encode_c
 
 #: deepest row reachable with page/pageSize; deeper pages must use the cursor.
 MAX_OFFSET = 10_000
-#: the last second td_ts32() maps (2106-02-07T06:28:15Z); no stored row is later (its index entry
-#: could not be made), so a time bound beyond it bounds the address index's time key at it
+#: the last second td_ts32() maps (2106-02-07T06:28:15Z). No stored row is later (its index entry
+#: could not be made) or earlier than 0, so the address index's time key is bounded at the nearer end
+#: of that range by a time beyond it, while the time itself is compared with the value as given.
 TS32_MAX = 2**32 - 1
 _COLUMNS = ("t.time_stamp, t.block_number, t.log_index, t.stream_id, t.tx_hash, t.from_address,"
             " t.to_address, t.value, t.gas_used, t.gas_price, t.method_id")
@@ -72,8 +73,8 @@ class TransferQuery:
     contract: bytes | None = None
     from_block: int | None = None
     to_block: int | None = None
-    since: int | None = None  # unix seconds, inclusive
-    until: int | None = None  # unix seconds, inclusive
+    since: int | None = None  # unix seconds, inclusive (any value)
+    until: int | None = None  # unix seconds, inclusive (any value)
 
 
 @dataclass(frozen=True)
@@ -282,8 +283,8 @@ def _item(row: tuple) -> dict:
 def _params(query: TransferQuery, position: CursorPosition | None, offset: int) -> dict:
     params: dict = {
         "since": query.since, "until": query.until, "fb": query.from_block, "tb": query.to_block,
-        "since_key": None if query.since is None else min(query.since, TS32_MAX),
-        "until_key": None if query.until is None else min(query.until, TS32_MAX),
+        "since_key": None if query.since is None else min(max(query.since, 0), TS32_MAX),
+        "until_key": None if query.until is None else min(max(query.until, 0), TS32_MAX),
         "address": query.address, "from_address": query.from_address, "to_address": query.to_address,
         "contract": query.contract,
         "inner": offset + query.page_size + 1, "limit": query.page_size + 1, "offset": offset,
