@@ -103,6 +103,7 @@ class Resources:
         self._sources: dict[int, object] = {}
         self._sources_pid = 0
         self._answers: dict[str, tuple[float, object]] = {}
+        self.clock = time.monotonic  # of recent_answer; a test moves it by hand
 
     def pool(self) -> psycopg_pool.ConnectionPool:
         if self._pool_pid != os.getpid():
@@ -144,7 +145,7 @@ class Resources:
     def recent_answer(self, key: str, compute: Callable[[], T]) -> T:
         """`compute()`, or what it returned for `key` in this process less than ANSWER_TTL_S ago. (Two
         requests that miss at once both compute: cheaper than making one wait for the other.)"""
-        now = time.monotonic()
+        now = self.clock()
         kept = self._answers.get(key)
         if kept is not None and kept[0] > now:
             return kept[1]  # type: ignore[return-value]
