@@ -316,8 +316,9 @@ def build_sql(query: TransferQuery, as_text: bool = False) -> tuple[str, dict | 
     Parameters None: every value is in the text, so the statement is planned for its values on each
     call; that is the case unless _planned_once. Otherwise the values stay parameters, but for the page
     bounds by stream: planned without them Postgres assumes a LIMIT keeps 10% of the rows, and the
-    page's blocks join becomes a scan of every block (250 ms). By address that 10% guess is what
-    keeps the time-ordered address index read, so there the page bounds stay parameters too.
+    page's blocks join becomes a scan of every block (250 ms). By address the page bounds stay
+    parameters too; there the time-ordered read of the address index is kept by the API's query
+    session, which disables sorts wherever an index gives the order (api.resources.query_session).
     """
     position, offset = _validate(query)
     query = _fold_address(query)
