@@ -6,6 +6,7 @@ import random
 
 import psycopg
 
+from transfer_daemon.db import partitions
 from transfer_daemon.model import Transfer
 
 BASE_TS = 1_700_000_000
@@ -42,3 +43,15 @@ def sort_key(t: Transfer, streams: dict[tuple[int, bytes], int]) -> tuple:
 
 def count_rows(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT count(*) FROM transfers").fetchone()[0]
+
+
+def old_months(conn: psycopg.Connection, first: int, last: int) -> None:
+    """Monthly partitions as releases before migration 0008 made them: statistics on the address and
+    its last 4 bytes (td_addr32), the address key of their indexes."""
+    for year, month in partitions.months_between(first, last):
+        name = partitions.partition_name(year, month)
+        start, end = partitions.month_bounds(year, month)
+        conn.execute(f"CREATE TABLE {name} PARTITION OF transfers FOR VALUES FROM ({start}) TO ({end})")
+        for column in ("from_address", "to_address"):
+            conn.execute(f"CREATE STATISTICS {name}_{column[:-8]}_stx (dependencies)"
+                         f" ON {column}, td_addr32({column}) FROM {name}")

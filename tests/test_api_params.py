@@ -44,9 +44,25 @@ def test_every_filter_is_converted():
     ("2024-05-01", 1714521600),
     ("2024-05-01T00:00:00", 1714521600),
     ("0", 0),
+    ("2024-05-01 00:00:00z", 1714521600),
+    ("2024-05-01T00:00", 1714521600),
+    ("1970-01-01T00:00:00+01:00", -3600),  # before any stored row: kept, the store reads it as 0
+    ("999999999999", 999_999_999_999),
 ])
 def test_instants_accept_iso_8601_and_unix_seconds(raw, expected):
-    assert parse(since=raw).query.since == expected
+    assert parse(since=raw).query.since == expected == parse(until=raw).query.until
+
+
+def test_a_fraction_of_a_second_rounds_towards_the_inside_of_the_window():
+    assert parse(since="2024-05-01T00:00:00.25Z").query.since == 1714521601
+    assert parse(until="2024-05-01T00:00:00.25Z").query.until == 1714521600
+    assert parse(since="2024-05-01T00:00:00.000Z").query.since == 1714521600
+
+
+@pytest.mark.parametrize("raw", ["2023-02-29", "2024-04-31", "2024-05-01T24:00:00Z", "2024-05-01T00:00:00+0200",
+                                 "20240501T000000", "1969-12-31", "2024-W18-3", "1234567890123", "2024-05-01T00"])
+def test_instants_outside_the_documented_forms_are_refused(raw):
+    assert refused([("since", raw)]).name == "since"
 
 
 @pytest.mark.parametrize("items,name", [
@@ -75,6 +91,7 @@ def test_instants_accept_iso_8601_and_unix_seconds(raw, expected):
     ([("page", "1"), ("cursor", "abc")], "cursor"),
     ([("cursor", "not-a-cursor")], "cursor"),
     ([("cursor", "x" * 10_000)], "cursor"),
+    ([("cursor", "A" * 46)], "cursor"),  # the shape of a cursor, without its check
     ([("page", "1"), ("page", "2")], "page"),
     ([("pagesize", "10")], "pagesize"),
     ([("chainId", "")], "chainId"),

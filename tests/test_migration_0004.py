@@ -7,6 +7,7 @@ import time
 
 import psycopg
 import pytest
+from store_support import old_months
 
 from transfer_daemon import store
 from transfer_daemon.db import partitions
@@ -48,7 +49,7 @@ def test_migration_keeps_every_transfer_and_partition(old_schema_url: str) -> No
     with psycopg.connect(old_schema_url, autocommit=True) as conn:
         stream = conn.execute("INSERT INTO streams (chain_id, contract) VALUES (1, %s) RETURNING stream_id",
                               (contract,)).fetchone()[0]
-        partitions.ensure_months(conn, old_month, now)
+        old_months(conn, old_month, now)
         for t in expected:
             conn.execute(OLD_INSERT, (t.time_stamp, t.block_number, stream, t.log_index, t.tx_hash, t.from_address,
                                       t.to_address, t.value, t.gas_used, t.gas_price,

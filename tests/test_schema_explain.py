@@ -34,6 +34,21 @@ SELECT %(now)s - (%(n)s - i) / 10 * %(bt)s, 5000000 + i / 10, (%(sids)s::int[])[
 FROM generate_series(0, %(n)s - 1) i
 """
 
+#: a wallet on one side of many rows of chain 1's first two streams, of a handful on chain 25: rows of
+#: their own (log indexes 10-19, which LOAD leaves free), one every BUSY_EVERY[chain] of LOAD's
+BUSY = bytes.fromhex("b5" * 16 + "0badf00d")
+BUSY_EVERY = {1: 5, 25: 10_000}
+LOAD_BUSY = """
+INSERT INTO transfers (time_stamp, block_number, stream_id, log_index, tx_hash, from_address, to_address, value,
+                       gas_used, gas_price, method_id)
+SELECT %(now)s - (%(n)s - i) / 10 * %(bt)s, 5000000 + i / 10, (%(sids)s::int[])[1 + i %% cardinality(%(sids)s::int[])],
+       10 + (i %% 10)::int, sha256(int8send(-i * 100 - %(chain)s)),
+       CASE WHEN i %% 2 = 0 THEN %(busy)s ELSE substr(sha256(int8send(i)), 1, 20) END,
+       CASE WHEN i %% 2 = 1 THEN %(busy)s ELSE substr(sha256(int8send(i)), 1, 20) END,
+       i, td_uint_bytes(50000), td_uint_bytes(20000000000), x'a9059cbb'::integer
+FROM generate_series(0, %(n)s - 1, %(every)s) i
+"""
+
 
 @pytest.fixture(scope="module")
 def big(pg_server_url: str):
@@ -50,6 +65,8 @@ def big(pg_server_url: str):
                          (chain, TOKEN[chain]))
             sids = [s for s, in conn.execute("SELECT stream_id FROM streams WHERE chain_id = %s", (chain,))]
             conn.execute(LOAD, {"now": NOW, "n": n, "bt": bt, "sids": sids, "chain": chain})
+            conn.execute(LOAD_BUSY, {"now": NOW, "n": n, "bt": bt, "sids": sids[:2], "every": BUSY_EVERY[chain],
+                                     "busy": BUSY, "chain": chain})
             conn.execute("INSERT INTO blocks SELECT %s, block_number, min(time_stamp), NULL FROM transfers"
                          " WHERE stream_id = ANY(%s) GROUP BY block_number", (chain, sids))
         conn.execute("VACUUM ANALYZE")
@@ -121,24 +138,24 @@ def test_a_hot_address_is_read_in_time_order_from_the_address_index(big) -> None
     plan = _explain(big, TransferQuery((), from_address=_hot_address(big)))
     scans = [n for n in _nodes(plan) if n.get("Relation Name", "").startswith("transfers_p") and n["Actual Rows"]]
     assert [n["Node Type"] for n in scans] == ["Index Scan"]
-    assert scans[0]["Index Name"].endswith("td_addr32_td_ts32_idx")
+    assert scans[0]["Index Name"].endswith("td_addr64_stream_id_td_ts32_idx")
     assert scans[0]["Actual Rows"] <= 100
 
 
-def _explain_as_served(conn: psycopg.Connection, query: TransferQuery) -> dict:
+def _explain_as_served(conn: psycopg.Connection, query: TransferQuery, options: str = "ANALYZE") -> dict:
     """EXPLAIN of the plan the API runs: in its query session (resources.query_session), a statement with
     parameters is prepared by psycopg and planned once without its values; one without is planned per call."""
     sql, params = build_sql(query)
     query_session(conn, True)
     if params is None:
-        return conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, prepare=False).fetchone()[0][0]
+        return conn.execute(f"EXPLAIN ({options}, FORMAT JSON) " + sql, prepare=False).fetchone()[0][0]
     conn.execute(sql, params, prepare=True).fetchall()
     names = list(dict.fromkeys(_PLACEHOLDER.findall(sql)))  # psycopg numbers them as they first occur
     numbered = _PLACEHOLDER.sub(lambda m: f"${names.index(m.group(1)) + 1}", sql)
     name, generic_before = conn.execute("SELECT name, generic_plans FROM pg_prepared_statements WHERE statement = %s",
                                         (numbered,), prepare=False).fetchone()
     args = pgsql.SQL(", ").join(pgsql.Literal(params[n]) for n in names)
-    explain = pgsql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {}").format(pgsql.Identifier(name))
+    explain = pgsql.SQL("EXPLAIN ({}, FORMAT JSON) EXECUTE {}").format(pgsql.SQL(options), pgsql.Identifier(name))
     if names:
         explain = pgsql.SQL("{}({})").format(explain, args)
     plan = conn.execute(explain, prepare=False).fetchone()[0][0]
@@ -190,3 +207,41 @@ def test_every_query_shape_as_served_reads_only_a_page_of_rows_for_any_values(bi
     for node in _nodes(plan):
         if node["Node Type"] == "Sort":
             assert all(child["Actual Rows"] * child["Actual Loops"] <= 600 for child in node["Plans"]), shape
+
+
+def _collider() -> bytes:
+    """An address ending like BUSY: it shared BUSY's address-index key before migration 0008."""
+    return bytes.fromhex("c0" * 16) + BUSY[-4:]
+
+
+#: pages of addresses that look like the busy wallet's, or of the busy wallet where it has few rows
+BUSY_SHAPES = {
+    "collider": lambda c: TransferQuery((), address=_collider()),
+    "collider from on chain 1": lambda c: TransferQuery((1,), from_address=_collider()),
+    "collider to asc since 0": lambda c: TransferQuery((), to_address=_collider(), sort="asc", since=0),
+    "busy on chain 25": lambda c: TransferQuery((25,), address=BUSY),
+    "busy from on chain 25 asc": lambda c: TransferQuery((25,), from_address=BUSY, sort="asc"),
+    "busy on chain 25 until far future": lambda c: TransferQuery((25,), address=BUSY, until=2**40),
+    "busy in a quiet contract": lambda c: TransferQuery((1,), address=BUSY, contract=TOKEN[1][2]),
+    "busy in a quiet contract, a window": lambda c: TransferQuery((), to_address=BUSY, contract=TOKEN[1][2],
+                                                                  since=NOW - 400_000, until=NOW),
+    "busy on chain 25, blocks": lambda c: TransferQuery((25,), address=BUSY, from_block=0, to_block=2**63 - 1),
+}
+
+
+def _buffers(plan: dict) -> int:
+    return plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+
+
+@pytest.mark.parametrize("shape", BUSY_SHAPES)
+def test_a_page_costs_no_more_buffers_however_busy_a_lookalike_or_other_chain_wallet_is(big, shape: str) -> None:
+    """EXPLAIN (ANALYZE, BUFFERS) as served: as few buffers as a page of an address nobody uses, while
+    the busy wallet has 28,000 rows in chain 1's first two streams."""
+    query = BUSY_SHAPES[shape](big)
+    busy_rows = big.execute("SELECT count(*) FROM transfers WHERE %s IN (from_address, to_address)", (BUSY,))
+    assert busy_rows.fetchone()[0] > 20_000
+    plan = _explain_as_served(big, query, "ANALYZE, BUFFERS")["Plan"]
+    nobody = _explain_as_served(big, replace(query, **{k: bytes(20) for k in ("address", "from_address",
+                                                                               "to_address") if getattr(query, k)}),
+                                "ANALYZE, BUFFERS")["Plan"]
+    assert _buffers(plan) <= _buffers(nobody) + 100 and _buffers(plan) <= 600, (shape, _buffers(plan), _buffers(nobody))

@@ -91,11 +91,14 @@ def _filters(rows: list) -> list[tuple[dict, object]]:
          lambda t: t.contract_address == contract and t0 <= t.time_stamp <= t0 + 40),
         ({"address": a, "since": t0 - 400, "until": t0 + 400},
          lambda t: touches(t, a) and t0 - 400 <= t.time_stamp <= t0 + 400),
+        # times beyond the address index's time key (1970..2106), as the API passes them on
+        ({"address": a, "since": -86400, "until": 2**40}, lambda t: touches(t, a)),
+        ({"from_address": a, "since": 2**40}, lambda t: False),
     ]
 
 
 @pytest.mark.parametrize("sort", ["desc", "asc"])
-@pytest.mark.parametrize("case", range(14))
+@pytest.mark.parametrize("case", range(16))
 @pytest.mark.parametrize("chain_ids", [(1,), ()])
 @pytest.mark.parametrize("api_session", [False, True])
 def test_every_filter_matches_a_plain_filter_of_the_rows(loaded, sort: str, case: int, chain_ids: tuple,

@@ -217,6 +217,9 @@ class ApiConfig:
     workers: int = _setting(2, _int(1, 64), "WSGI worker processes")
     threads: int = _setting(1, _int(1, 256), "threads per WSGI worker; 1 = sync workers, more = gthread")
     stale_after_s: int = _setting(300, _int(1), "lag beyond which data is reported stale")
+    statement_timeout_s: float = _setting(
+        2.0, _float(0), "seconds an API query may run before Postgres cancels it (answered 503, Retry-After)"
+    )
 
 
 @dataclass(frozen=True)

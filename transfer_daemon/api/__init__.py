@@ -1,8 +1,8 @@
 """The HTTP API: `create_app(config, database_url)` in the Flask tutorial's factory shape.
 
 Every error becomes a JSON body without a trace: 400 names the parameter, 404/405 say what
-was not found, 503 (with Retry-After) means the store is not ready, anything unexpected is a
-logged 500 with an opaque message.
+was not found, 503 (with Retry-After) means the store is not ready or a query ran beyond
+api.statement_timeout_s, anything unexpected is a logged 500 with an opaque message.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from transfer_daemon import metrics
 from transfer_daemon.api import resources
 from transfer_daemon.api.params import ParameterError
+from transfer_daemon.api.resources import QueryTimedOut
 from transfer_daemon.config import Config
 from transfer_daemon.errors import StoreNotReady
 from transfer_daemon.upstream import share_limiters
@@ -40,6 +41,11 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(ParameterError)
     def invalid_parameter(exc: ParameterError) -> Response:
         return error_response(400, "invalid_parameter", exc.message, parameter=exc.name)
+
+    @app.errorhandler(QueryTimedOut)
+    def query_timed_out(exc: QueryTimedOut) -> Response:
+        log.warning("answered 503 for api: %s: %s", exc, request.full_path[:300])
+        return error_response(503, "query_timeout", "the query took too long; retry later or narrow it")
 
     @app.errorhandler(StoreNotReady)
     def store_not_ready(exc: StoreNotReady) -> Response:

@@ -1,5 +1,6 @@
 """/healthz (process up), /readyz (store ready, every chain synced once), /api/cache-health (the
-per-chain report), /metrics (every process's metrics in Prometheus text format)."""
+per-chain report, reused for ANSWER_TTL_S by each process), /metrics (every process's metrics in
+Prometheus text format)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from transfer_daemon import cache, metrics, report, store
 from transfer_daemon.api import json_response
-from transfer_daemon.api.resources import resources
+from transfer_daemon.api.resources import Resources, resources
 from transfer_daemon.errors import StoreNotReady
 
 bp = Blueprint("health", __name__)
@@ -38,6 +39,11 @@ def readyz() -> Response:
 @bp.get("/api/cache-health")
 def cache_health() -> Response:
     res = resources()
+    body, status = res.recent_answer("cache-health", lambda: _cache_health(res))
+    return json_response(body, status, {"Retry-After": "5"} if status == 503 else None)
+
+
+def _cache_health(res: Resources) -> tuple[dict, int]:
     now = time.time()
     hits, misses, ratio = cache.hit_ratio()
     body: dict = {
@@ -49,11 +55,11 @@ def cache_health() -> Response:
             reports = report.chain_reports(conn, res.config, now)
     except StoreNotReady as exc:
         body["store"]["error"] = str(exc)
-        return json_response(body, 503, {"Retry-After": "5"})
+        return body, 503
     body["store"]["ready"] = True
     body["chains"] = {str(r["id"]): r for r in reports}
     body["status"] = "ok" if all(report.is_healthy(r) for r in reports) else "degraded"
-    return json_response(body)
+    return body, 200
 
 
 @bp.get("/metrics")

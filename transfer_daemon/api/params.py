@@ -9,21 +9,33 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import date
 
 from transfer_daemon.store import MAX_OFFSET, TransferQuery, decode_cursor  # page x pageSize limit
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 25
 MAX_BLOCK = 2**63 - 1
-MAX_UNIX = 253402300799  # 9999-12-31T23:59:59Z
-MAX_CURSOR_LENGTH = 1024
 PARAMETERS = (
     "chainId", "page", "pageSize", "cursor", "address", "from", "to", "contract",
     "fromBlock", "toBlock", "since", "until", "sort",
 )
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+# Each pattern below is also the parameter's `pattern` in /api/openapi.json (JSON Schema and Python
+# read them alike): what the document allows is what is accepted, but for what no pattern can say
+# (a cursor this API issued, a day that exists, the rules between parameters).
+ADDRESS = r"0x[0-9a-fA-F]{40}"
+#: nextCursor: urlsafe base64 without padding of 34 bytes (store.cursor)
+CURSOR = r"[A-Za-z0-9_-]{46}"
+#: since/until: unix seconds, or a day of 1970..9999 with an optional time of day (seconds, fraction
+#: and UTC offset optional; without an offset, UTC)
+INSTANT = (r"[0-9]{1,12}|(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+           r"([Tt ]([01][0-9]|2[0-3]):([0-5][0-9])(:([0-5][0-9])(\.([0-9]{1,9}))?)?"
+           r"([Zz]|([+-])([01][0-9]|2[0-3]):([0-5][0-9]))?)?")
+_ADDRESS = re.compile(ADDRESS)
+_CURSOR = re.compile(CURSOR)
+_INSTANT = re.compile(INSTANT)
 _UINT = re.compile(r"[0-9]{1,20}")
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
 
 
 class ParameterError(ValueError):
@@ -62,25 +74,23 @@ def _address(name: str, raw: str) -> bytes:
     return bytes.fromhex(raw[2:])
 
 
-def _instant(name: str, raw: str) -> int:
-    """ISO 8601 (offset or Z; naive means UTC) or unix seconds -> unix seconds."""
-    if _UINT.fullmatch(raw):
-        return _uint(name, raw, 0, MAX_UNIX)
-    if not raw.isascii() or len(raw) > 40 or not raw[:4].isdigit():
-        raise ParameterError(name, "expected ISO 8601 (2024-05-01T12:00:00Z) or unix seconds")
+def _instant(name: str, raw: str, *, upper: bool) -> int:
+    """INSTANT -> unix seconds: the first whole second at or after it (`upper`: at or before it).
+    Any value is kept; the store reads times beyond its own range as the ends of that range."""
+    match = _INSTANT.fullmatch(raw)
+    if match is None:
+        raise ParameterError(name, "expected unix seconds or ISO 8601 (2024-05-01, 2024-05-01T12:00:00Z)")
+    if match.group(1) is None:
+        return int(raw)
+    year, month, day, _, hour, minute, _, second, _, fraction, _, sign, off_hour, off_minute = match.groups()
     try:
-        moment = datetime.fromisoformat(raw)
+        days = date(int(year), int(month), int(day)).toordinal() - _EPOCH_DAY
     except ValueError:
-        raise ParameterError(name, "expected ISO 8601 (2024-05-01T12:00:00Z) or unix seconds") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    try:
-        seconds = int(moment.timestamp())
-    except (OverflowError, ValueError):
-        raise ParameterError(name, "out of range") from None
-    if not 0 <= seconds <= MAX_UNIX:
-        raise ParameterError(name, "out of range 1970..9999")
-    return seconds
+        raise ParameterError(name, f"{year}-{month}-{day} is not a day of the calendar") from None
+    seconds = days * 86400 + int(hour or 0) * 3600 + int(minute or 0) * 60 + int(second or 0)
+    if sign:
+        seconds -= (1 if sign == "+" else -1) * (int(off_hour) * 3600 + int(off_minute) * 60)
+    return seconds + (1 if fraction and int(fraction) and not upper else 0)
 
 
 def _single(items: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -99,7 +109,7 @@ def _single(items: Iterable[tuple[str, str]]) -> dict[str, str]:
 def _cursor_sort(cursor: str) -> str:
     """The sort order a cursor continues; ParameterError unless this API issued it."""
     try:
-        if len(cursor) > MAX_CURSOR_LENGTH:
+        if not _CURSOR.fullmatch(cursor):
             raise ValueError
         return decode_cursor(cursor).sort
     except ValueError:
@@ -139,8 +149,8 @@ def parse_transfer_args(items: Iterable[tuple[str, str]], chain_ids: Iterable[in
     to_block = _uint("toBlock", args["toBlock"], 0, MAX_BLOCK) if "toBlock" in args else None
     if from_block is not None and to_block is not None and from_block > to_block:
         raise ParameterError("toBlock", "must be >= fromBlock")
-    since = _instant("since", args["since"]) if "since" in args else None
-    until = _instant("until", args["until"]) if "until" in args else None
+    since = _instant("since", args["since"], upper=False) if "since" in args else None
+    until = _instant("until", args["until"], upper=True) if "until" in args else None
     if since is not None and until is not None and since > until:
         raise ParameterError("until", "must not be before since")
     query = TransferQuery(

@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 import psycopg_pool
@@ -25,11 +27,19 @@ from transfer_daemon.redact import redact_url
 from transfer_daemon.upstream.http import RetryPolicy
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: seconds a request waits for a pooled connection before answering 503
 POOL_TIMEOUT_S = 3.0
 #: SQLSTATE classes meaning "the schema is not there (yet)": undefined table/function/column
 _NOT_MIGRATED = ("42P01", "42883", "42703")
+
+
+class QueryTimedOut(StoreNotReady):
+    """Postgres cancelled a statement of this request at api.statement_timeout_s."""
+#: seconds an answer of /api/cache-health or /status is reused by the process that made it: each
+#: costs several statements per chain, and anyone may ask for them as often as they like
+ANSWER_TTL_S = 1.0
 #: upstream mode answers a waiting client: two attempts within 5 s, then the store answers
 UPSTREAM_POLICY = RetryPolicy(max_attempts=2, max_total_s=5.0, initial_s=0.5, maximum_s=1.0)
 
@@ -48,7 +58,7 @@ def check_idle_connection(conn: psycopg.Connection) -> None:
 
 
 #: session settings for store.queries' statements (see query_session)
-QUERY_SETTINGS = {"plan_cache_mode": "force_generic_plan", "jit": "off"}
+QUERY_SETTINGS = {"plan_cache_mode": "force_generic_plan", "jit": "off", "enable_sort": "off"}
 #: pooled connections whose session has QUERY_SETTINGS now
 _QUERY_SESSIONS: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
 
@@ -60,8 +70,12 @@ def query_session(conn: psycopg.Connection, on: bool) -> None:
     once, without its values, is as good as one made per call (see store.queries.build_sql); so they
     are planned once per connection. They read a page of rows, which JIT compilation never pays for,
     yet a plan with a high cost estimate (a block range beyond the stored ones) would spend 40-130 ms
-    compiling. Every other statement keeps the server's defaults. A connection switches only when its
-    use changes, so a stream of page requests pays no round trip for it.
+    compiling. Nor do they ever sort more than a page's candidates: made without the values, a plan
+    guesses an address's rows from the number of distinct addresses (a handful), and would sort all of a
+    busy wallet's rows rather than read them in order from the index; with sorts disabled, Postgres sorts
+    only where no index gives the order. Every other statement keeps the server's defaults. A
+    connection switches only when its use changes, so a stream of page requests pays no round trip
+    for it.
     """
     if on == (conn in _QUERY_SESSIONS):
         return
@@ -71,6 +85,14 @@ def query_session(conn: psycopg.Connection, on: bool) -> None:
     else:
         conn.execute("; ".join(f"RESET {name}" for name in QUERY_SETTINGS), prepare=False)
         _QUERY_SESSIONS.discard(conn)
+
+
+def session_options(config: Config) -> str:
+    """Settings of every API connection, for the server to hold each session to: the API only reads
+    (a GET never writes), and no statement outlives api.statement_timeout_s. Postgres itself cancels
+    the statement, so the backend stops even when the worker that waited for it was killed."""
+    timeout_ms = max(1, round(config.api.statement_timeout_s * 1000))
+    return f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}"
 
 
 class Resources:
@@ -84,6 +106,8 @@ class Resources:
         self._pool_pid = 0
         self._sources: dict[int, object] = {}
         self._sources_pid = 0
+        self._answers: dict[str, tuple[float, object]] = {}
+        self.clock = time.monotonic  # of recent_answer; a test moves it by hand
 
     def pool(self) -> psycopg_pool.ConnectionPool:
         if self._pool_pid != os.getpid():
@@ -93,8 +117,7 @@ class Resources:
                         self.database_url, min_size=self.config.database.pool_min,
                         max_size=self.config.database.pool_max, name=f"api-{os.getpid()}",
                         timeout=POOL_TIMEOUT_S, open=True,
-                        # the API only reads: a GET never writes, and the server holds it to that
-                        kwargs={"autocommit": True, "options": "-c default_transaction_read_only=on"},
+                        kwargs={"autocommit": True, "options": session_options(self.config)},
                         # after a Postgres restart every idle connection is dead: replace it before use
                         # instead of answering one 503 per connection once the server is back
                         check=check_idle_connection,
@@ -113,12 +136,26 @@ class Resources:
                 yield conn
         except psycopg_pool.PoolTimeout as exc:
             raise StoreNotReady(f"no database connection: {exc}") from None
+        except psycopg.errors.QueryCanceled:
+            limit = self.config.api.statement_timeout_s
+            raise QueryTimedOut(f"query cancelled (api.statement_timeout_s = {limit:g})") from None
         except psycopg.OperationalError as exc:
             raise StoreNotReady(f"database unavailable: {type(exc).__name__}") from None
         except psycopg.Error as exc:
             if exc.sqlstate in _NOT_MIGRATED:
                 raise StoreNotReady("schema not migrated") from None
             raise
+
+    def recent_answer(self, key: str, compute: Callable[[], T]) -> T:
+        """`compute()`, or what it returned for `key` in this process less than ANSWER_TTL_S ago. (Two
+        requests that miss at once both compute: cheaper than making one wait for the other.)"""
+        now = self.clock()
+        kept = self._answers.get(key)
+        if kept is not None and kept[0] > now:
+            return kept[1]  # type: ignore[return-value]
+        answer = compute()
+        self._answers[key] = (now + ANSWER_TTL_S, answer)
+        return answer
 
     def source(self, chain: ChainConfig):
         """The chain's UpstreamSource (upstream data_source mode), one per process."""

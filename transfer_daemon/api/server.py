@@ -14,17 +14,28 @@ pool, cache handle and upstream sources are opened there lazily, never inherited
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
 from transfer_daemon import metrics
+from transfer_daemon.api.resources import POOL_TIMEOUT_S, UPSTREAM_POLICY
 from transfer_daemon.config import Config
 
 log = logging.getLogger(__name__)
 
 AppFactory = Callable[[Config, str], object]
+
+
+def worker_timeout_s(config: Config) -> int:
+    """Seconds a worker may spend on one request before gunicorn kills it: above the longest a request
+    can take when Postgres cancels each of its few statements at api.statement_timeout_s, it waits
+    for a pooled connection and, in upstream mode, for the explorer. Postgres cancels the statements
+    by itself, so a worker killed anyway leaves no query running behind it."""
+    longest = 3 * config.api.statement_timeout_s + POOL_TIMEOUT_S + UPSTREAM_POLICY.max_total_s
+    return max(30, math.ceil(2 * longest))
 
 
 class PipelineLogger(Logger):
@@ -50,6 +61,7 @@ class ApiServer(BaseApplication):
             "threads": config.api.threads,
             "worker_class": "sync" if config.api.threads == 1 else "gthread",
             "keepalive": 5,
+            "timeout": worker_timeout_s(config),
             "graceful_timeout": max(1, int(config.daemon.shutdown_timeout) - 2),
             "proc_name": "transfer-daemon api",
             "logger_class": PipelineLogger,

@@ -1,4 +1,6 @@
-"""GET /status — an operator's HTML page: lag chart (inline SVG, 24 h), workers, events, alerts."""
+"""GET /status — an operator's HTML page: lag chart (inline SVG, 24 h), workers, events, alerts.
+Its reads are bounded (one index probe per chart point and chain), and each process reuses its
+answer for ANSWER_TTL_S."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import time
 from flask import Blueprint, Response, render_template
 
 from transfer_daemon import cache, report, store
-from transfer_daemon.api.resources import resources
+from transfer_daemon.api.resources import Resources, resources
 from transfer_daemon.errors import StoreNotReady
 from transfer_daemon.model import iso_utc
 
@@ -19,16 +21,14 @@ CHART_W, CHART_H = 720, 200
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
-def lag_series(ingested_at: list[float], now: float) -> list[tuple[float, float | None]]:
-    """(time, lag seconds) every WINDOW_S/SAMPLES: time since the latest ingest at or before it."""
-    times = sorted(ingested_at)
-    series, i, last = [], 0, None
-    for k in range(SAMPLES + 1):
-        t = now - WINDOW_S + k * WINDOW_S / SAMPLES
-        while i < len(times) and times[i] <= t:
-            last, i = times[i], i + 1
-        series.append((t, None if last is None else t - last))
-    return series
+def sample_times(now: float) -> list[float]:
+    """The chart's points: every WINDOW_S/SAMPLES over the last WINDOW_S."""
+    return [now - WINDOW_S + k * WINDOW_S / SAMPLES for k in range(SAMPLES + 1)]
+
+
+def lag_series(times: list[float], last_ingests: list[float | None]) -> list[tuple[float, float | None]]:
+    """(time, lag seconds): at each time, the time since the last ingest at or before it."""
+    return [(t, None if last is None else t - last) for t, last in zip(times, last_ingests, strict=True)]
 
 
 def polyline(series: list[tuple[float, float | None]], now: float, top: float) -> str:
@@ -42,11 +42,8 @@ def polyline(series: list[tuple[float, float | None]], now: float, top: float) -
 
 
 def _chart(conn, config, now: float) -> dict:
-    series = {}
-    for chain in config.chains:
-        events = store.recent_events(conn, chain.id, limit=5000, statuses=["ingested"])
-        times = [e["occurred_at"] for e in events if e["occurred_at"] >= now - 2 * WINDOW_S]
-        series[chain.name] = lag_series(times, now)
+    times = sample_times(now)
+    series = {chain.name: lag_series(times, store.last_ingests(conn, chain.id, times)) for chain in config.chains}
     lags = [lag for s in series.values() for _, lag in s if lag is not None]
     top = max(60.0, max(lags, default=60.0))
     lines = [{"name": name, "color": COLORS[i % len(COLORS)], "points": polyline(s, now, top)}
@@ -57,6 +54,11 @@ def _chart(conn, config, now: float) -> dict:
 @bp.get("/status")
 def status() -> Response:
     res = resources()
+    html, code = res.recent_answer("status", lambda: _render(res))
+    return Response(html, status=code, mimetype="text/html")
+
+
+def _render(res: Resources) -> tuple[str, int]:
     now = time.time()
     alive, children = report.read_children(res.config)
     hits, misses, ratio = cache.hit_ratio()
@@ -71,4 +73,4 @@ def status() -> Response:
         context["error"] = str(exc)
     names = {c.id: c.name for c in res.config.chains}
     html = render_template("status.html", names=names, iso=iso_utc, **context)
-    return Response(html, status=503 if context["error"] else 200, mimetype="text/html")
+    return html, 503 if context["error"] else 200

@@ -73,7 +73,7 @@ def create(conn: psycopg.Connection, months: set[tuple[int, int]]) -> list[str]:
                 # multiplies both selectivities, underestimates a busy address, and sorts all of
                 # its rows instead of reading the address index in time order.
                 conn.execute(f"CREATE STATISTICS {name}_{column[:-8]}_stx (dependencies)"
-                             f" ON {column}, td_addr32({column}) FROM {name}")
+                             f" ON {column}, td_addr64({column}) FROM {name}")
             created.append(name)
     return created
 

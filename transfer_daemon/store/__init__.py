@@ -25,6 +25,7 @@ from transfer_daemon.store.reads import (
     get_stops,
     known_transfer_keys,
     last_event,
+    last_ingests,
     recent_events,
     storage_stats,
     stored_block_hashes,
@@ -46,7 +47,7 @@ __all__ = [
     "MAX_OFFSET", "ChainStats", "CursorPosition", "Freshness", "StorageStats", "TransferPage", "TransferQuery",
     "apply_retention", "blocks_around", "chain_stats", "count_recent_events", "compact_closed_partitions",
     "data_version", "decode_cursor", "encode_cursor", "freshness", "get_cursor", "get_stops", "known_transfer_keys",
-    "last_event", "query_items", "query_transfers", "recent_events", "record_event", "record_synced", "replace_block",
+    "last_event", "last_ingests", "query_items", "query_transfers", "recent_events", "record_event", "record_synced", "replace_block",
     "replace_from_block", "save_halt", "save_pause", "storage_stats", "stored_block_hashes", "stored_transfers",
     "stream_id", "write_batch",
 ]

@@ -2,11 +2,14 @@
 
 Order: time_stamp, block_number, log_index, then stream_id (chain + contract) as the
 tie-breaker, all in the sort direction (the unique key makes that order total). Two plan
-shapes, both index scans that stop after the page:
-- by stream: for each (chain, contract) stream in scope, the unique key read in order and
-  cut at the page size (LATERAL), then the few candidate rows merged;
-- by address: the from/to address index (address key, time key) read in time order, rechecked
-  against the full address, the few rows sharing one second sorted.
+shapes, both index scans that stop after the page; both read each (chain, contract) stream in
+scope on its own, cut at the page size (LATERAL), then merge the few candidate rows:
+- by stream: the unique key read in order;
+- by address: the from/to address index (64-bit address digest, stream, time key) read in time
+  order, rechecked against the full address, the few rows sharing one second sorted. Nothing
+  the index returns belongs to another stream, and another address meets the key only by a
+  64-bit digest collision nobody can aim at: a page costs the same however busy a wallet is
+  on another chain, or however much another wallet's address looks like the one asked for.
 Block ranges become time bounds through `blocks` (block time never decreases with the number).
 
 Planning costs more than running these statements (partitions x indexes), so each shape is built to
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 
@@ -27,6 +30,10 @@ from transfer_daemon.store.cursor import CursorPosition, decode_cursor, encode_c
 
 #: deepest row reachable with page/pageSize; deeper pages must use the cursor.
 MAX_OFFSET = 10_000
+#: the last second td_ts32() maps (2106-02-07T06:28:15Z). No stored row is later (its index entry
+#: could not be made) or earlier than 0, so the address index's time key is bounded at the nearer end
+#: of that range by a time beyond it, while the time itself is compared with the value as given.
+TS32_MAX = 2**32 - 1
 _COLUMNS = ("t.time_stamp, t.block_number, t.log_index, t.stream_id, t.tx_hash, t.from_address,"
             " t.to_address, t.value, t.gas_used, t.gas_price, t.method_id")
 #: the page as stored (query_transfers) or as the API item's text (query_items: hex and decimal
@@ -66,8 +73,8 @@ class TransferQuery:
     contract: bytes | None = None
     from_block: int | None = None
     to_block: int | None = None
-    since: int | None = None  # unix seconds, inclusive
-    until: int | None = None  # unix seconds, inclusive
+    since: int | None = None  # unix seconds, inclusive (any value)
+    until: int | None = None  # unix seconds, inclusive (any value)
 
 
 @dataclass(frozen=True)
@@ -137,10 +144,10 @@ def _time_conditions(query: TransferQuery, plan: _Plan, lossy_key: bool) -> list
     bounds = []
     if query.since is not None:
         conds.append("t.time_stamp >= %(since)s")
-        bounds.append(">= td_ts32(%(since)s)")
+        bounds.append(">= td_ts32(%(since_key)s)")
     if query.until is not None:
         conds.append("t.time_stamp <= %(until)s")
-        bounds.append("<= td_ts32(%(until)s)")
+        bounds.append("<= td_ts32(%(until_key)s)")
     if query.cursor is not None:
         conds.append(f"(t.time_stamp, td_block_log(t.block_number, t.log_index)) {plan.le}"
                      " (%(c_ts)s, td_block_log(%(c_block)s, %(c_log)s))")
@@ -152,24 +159,24 @@ def _time_conditions(query: TransferQuery, plan: _Plan, lossy_key: bool) -> list
     return conds
 
 
-def _block_bound(chain: str, first: bool) -> str:
-    """Time of the first stored block >= from_block (or last <= to_block) of `chain`."""
+def _block_bound(first: bool) -> str:
+    """Time of the first stored block >= from_block (or last <= to_block) of the stream's chain."""
     if first:
-        return (f"(SELECT b.time_stamp FROM blocks b WHERE b.chain_id = {chain} AND b.block_number >= %(fb)s"
+        return ("(SELECT b.time_stamp FROM blocks b WHERE b.chain_id = m.chain_id AND b.block_number >= %(fb)s"
                 " ORDER BY b.block_number LIMIT 1)")
-    return (f"(SELECT b.time_stamp FROM blocks b WHERE b.chain_id = {chain} AND b.block_number <= %(tb)s"
+    return ("(SELECT b.time_stamp FROM blocks b WHERE b.chain_id = m.chain_id AND b.block_number <= %(tb)s"
             " ORDER BY b.block_number DESC LIMIT 1)")
 
 
-def _scope(query: TransferQuery, alias: str) -> list[str]:
-    """The streams a query covers, as conditions on `streams` (read in the same statement: a stream
+def _scope(query: TransferQuery) -> list[str]:
+    """The streams a query covers, as conditions on `streams m` (read in the same statement: a stream
     created after this process started is in scope at once)."""
     conds = []
     if query.chain_ids:
         # in the text, not a parameter: a handful of configured sets, and no array to send per call
-        conds.append(f"{alias}.chain_id = ANY({_literal(list(query.chain_ids))}::int8[])")
+        conds.append(f"m.chain_id = ANY({_literal(list(query.chain_ids))}::int8[])")
     if query.contract is not None:
-        conds.append(f"{alias}.contract = %(contract)s")
+        conds.append("m.contract = %(contract)s")
     return conds
 
 
@@ -177,63 +184,77 @@ def _where(conds: list[str]) -> str:
     return f" WHERE {' AND '.join(conds)}" if conds else ""
 
 
-def _block_conditions(query: TransferQuery, by_stream: bool) -> list[str]:
+def _block_conditions(query: TransferQuery, lossy_key: bool) -> list[str]:
+    """fromBlock/toBlock of the stream `m`; with `lossy_key` also as bounds on td_ts32() (the time key
+    of the address index)."""
     conds = []
     for present, column_cond, first in ((query.from_block is not None, "t.block_number >= %(fb)s", True),
                                         (query.to_block is not None, "t.block_number <= %(tb)s", False)):
         if not present:
             continue
-        conds.append(column_cond)
         op = ">=" if first else "<="
-        if by_stream:
-            conds.append(f"t.time_stamp {op} {_block_bound('m.chain_id', first)}")
-        else:
-            agg = "min" if first else "max"
-            bound = _block_bound("c.id", first)
-            chains = f"SELECT DISTINCT s.chain_id FROM streams s{_where(_scope(query, 's'))}"
-            scoped = f"(SELECT {agg}({bound}) FROM ({chains}) c(id))"
-            conds.append(f"td_ts32(t.time_stamp) {op} td_ts32({scoped})")
+        conds.extend([column_cond, f"t.time_stamp {op} {_block_bound(first)}"])
+        if lossy_key:
+            conds.append(f"td_ts32(t.time_stamp) {op} td_ts32({_block_bound(first)})")
     return conds
 
 
-def _stream_sql(query: TransferQuery, plan: _Plan) -> str:
-    conds = ["t.stream_id = m.stream_id", *_time_conditions(query, plan, False), *_block_conditions(query, True)]
+def _per_stream(query: TransferQuery, plan: _Plan, inner: list[str]) -> str:
+    """The page merged from each stream's candidate rows (`inner`: a SELECT per stream `m`, each in
+    order and cut at the page)."""
     return (
         "SELECT m.chain_id, m.contract, x.* FROM streams m"
-        f" CROSS JOIN LATERAL (SELECT {_COLUMNS} FROM transfers t WHERE {' AND '.join(conds)}"
-        f" ORDER BY {plan.key('t', with_stream=False)} LIMIT %(inner)s) x{_where(_scope(query, 'm'))}"
+        f" CROSS JOIN LATERAL ({' UNION ALL '.join(inner)}) x{_where(_scope(query))}"
         f" ORDER BY {plan.key('x')} LIMIT %(limit)s OFFSET %(offset)s"
     )
 
 
-def _address_branch(query: TransferQuery, plan: _Plan, column: str, extra: list[str]) -> str:
-    value = column if getattr(query, column) is not None else "address"
-    conds = [f"td_addr32(t.{column}) = td_addr32(%({value})s)", f"t.{column} = %({value})s", *extra,
-             *_time_conditions(query, plan, True), *_block_conditions(query, False)]
+def _stream_sql(query: TransferQuery, plan: _Plan) -> str:
+    conds = ["t.stream_id = m.stream_id", *_time_conditions(query, plan, False), *_block_conditions(query, False)]
+    return _per_stream(query, plan, [
+        f"SELECT {_COLUMNS} FROM transfers t WHERE {' AND '.join(conds)}"
+        f" ORDER BY {plan.key('t', with_stream=False)} LIMIT %(inner)s"
+    ])
+
+
+def _address_branch(query: TransferQuery, plan: _Plan, columns: dict[str, str], extra: list[str]) -> str:
+    """One stream's rows whose `columns` (from_address, to_address) hold the parameters named, read
+    from an address index in time order. With both columns the planner picks the index of the rarer
+    address (such statements are planned with their values)."""
+    conds = ["t.stream_id = m.stream_id"]
+    for column, value in columns.items():
+        conds += [f"td_addr64(t.{column}) = td_addr64(%({value})s)", f"t.{column} = %({value})s"]
+    conds += [*extra, *_time_conditions(query, plan, True), *_block_conditions(query, True)]
     return (f"(SELECT {_COLUMNS} FROM transfers t WHERE {' AND '.join(conds)}"
-            f" ORDER BY td_ts32(t.time_stamp) {plan.order}, {plan.key('t')} LIMIT %(inner)s)")
+            f" ORDER BY td_ts32(t.time_stamp) {plan.order}, {plan.key('t', with_stream=False)} LIMIT %(inner)s)")
 
 
 def _address_sql(query: TransferQuery, plan: _Plan) -> str:
-    scope = _scope(query, "s")
-    # an array computed once per statement: a filter on each candidate row, like a parameter
-    extra = [f"t.stream_id = ANY(ARRAY(SELECT s.stream_id FROM streams s{_where(scope)}))"] if scope else []
-    if query.to_address is not None and query.from_address is not None:
-        extra.append("t.to_address = %(to_address)s")
-    if query.address is not None and (query.from_address is not None or query.to_address is not None):
-        extra.append("(t.from_address = %(address)s OR t.to_address = %(address)s)")
-    if query.from_address is not None:
-        branches = [_address_branch(query, plan, "from_address", extra)]
-    elif query.to_address is not None:
-        branches = [_address_branch(query, plan, "to_address", extra)]
-    else:
-        branches = [_address_branch(query, plan, "from_address", extra),
-                    _address_branch(query, plan, "to_address", [*extra, "t.from_address <> %(address)s"])]
-    return (
-        "SELECT m.chain_id, m.contract, x.* FROM (" + " UNION ALL ".join(branches) + ") x"
-        " JOIN streams m ON m.stream_id = x.stream_id"
-        f" ORDER BY {plan.key('x')} LIMIT %(limit)s OFFSET %(offset)s"
-    )
+    if query.from_address is None and query.to_address is None:
+        # rows from the address, and rows to it from another: each row once
+        return _per_stream(query, plan, [
+            _address_branch(query, plan, {"from_address": "address"}, []),
+            _address_branch(query, plan, {"to_address": "address"}, ["t.from_address <> %(address)s"]),
+        ])
+    columns = {c: c for c in ("from_address", "to_address") if getattr(query, c) is not None}
+    # `address` beside both from and to, and equal to neither (see _fold_address): no row matches
+    extra = ["(t.from_address = %(address)s OR t.to_address = %(address)s)"] if query.address is not None else []
+    return _per_stream(query, plan, [_address_branch(query, plan, columns, extra)])
+
+
+def _fold_address(query: TransferQuery) -> TransferQuery:
+    """`address` (from or to) beside from and/or to, as the from/to filter it amounts to: equal to
+    one of them it adds nothing; beside one of them only, it is the other side."""
+    address, sender, recipient = query.address, query.from_address, query.to_address
+    if address is None or (sender is None and recipient is None):
+        return query
+    if address in (sender, recipient):
+        return replace(query, address=None)
+    if sender is None:
+        return replace(query, address=None, from_address=address)
+    if recipient is None:
+        return replace(query, address=None, to_address=address)
+    return query
 
 
 def _transfer(row: tuple) -> Transfer:
@@ -262,6 +283,8 @@ def _item(row: tuple) -> dict:
 def _params(query: TransferQuery, position: CursorPosition | None, offset: int) -> dict:
     params: dict = {
         "since": query.since, "until": query.until, "fb": query.from_block, "tb": query.to_block,
+        "since_key": None if query.since is None else min(max(query.since, 0), TS32_MAX),
+        "until_key": None if query.until is None else min(max(query.until, 0), TS32_MAX),
         "address": query.address, "from_address": query.from_address, "to_address": query.to_address,
         "contract": query.contract,
         "inner": offset + query.page_size + 1, "limit": query.page_size + 1, "offset": offset,
@@ -293,10 +316,12 @@ def build_sql(query: TransferQuery, as_text: bool = False) -> tuple[str, dict | 
     Parameters None: every value is in the text, so the statement is planned for its values on each
     call; that is the case unless _planned_once. Otherwise the values stay parameters, but for the page
     bounds by stream: planned without them Postgres assumes a LIMIT keeps 10% of the rows, and the
-    page's blocks join becomes a scan of every block (250 ms). By address that 10% guess is what
-    keeps the time-ordered address index read, so there the page bounds stay parameters too.
+    page's blocks join becomes a scan of every block (250 ms). By address the page bounds stay
+    parameters too; there the time-ordered read of the address index is kept by the API's query
+    session, which disables sorts wherever an index gives the order (api.resources.query_session).
     """
     position, offset = _validate(query)
+    query = _fold_address(query)
     plan = _PLANS[query.sort]
     params = _params(query, position, offset)
     by_stream = query.address is None and query.from_address is None and query.to_address is None

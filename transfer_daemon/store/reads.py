@@ -137,6 +137,19 @@ def count_recent_events(conn: psycopg.Connection, chain_id: int, statuses: Seque
     return int(row[0]) if row else 0
 
 
+def last_ingests(conn: psycopg.Connection, chain_id: int, instants: Sequence[float]) -> list[float | None]:
+    """For each of `instants` (unix seconds), the chain's last `ingested` event at or before it (unix
+    seconds; None if there is none): one index probe each, however many events there are."""
+    rows = conn.execute(
+        "SELECT (SELECT extract(epoch FROM e.occurred_at)::float8 FROM ingest_events e"
+        "  WHERE e.chain_id = %(chain)s AND e.status = 'ingested' AND e.occurred_at <= to_timestamp(s.at)"
+        "  ORDER BY e.occurred_at DESC LIMIT 1)"
+        " FROM unnest(%(instants)s::float8[]) WITH ORDINALITY AS s(at, n) ORDER BY s.n",
+        {"chain": chain_id, "instants": list(instants)},
+    ).fetchall()
+    return [at for at, in rows]
+
+
 def freshness(conn: psycopg.Connection, chain_ids: Iterable[int], now: float | None = None) -> dict[int, Freshness]:
     """Per chain: when a sync last reached the head and the lag since, the newest stored transfer,
     and how far back the history is complete.
