@@ -44,10 +44,10 @@ from transfer_daemon.store.writes import (
 )
 
 __all__ = [
-    "MAX_OFFSET", "ChainStats", "CursorPosition", "Freshness", "StorageStats", "TransferPage", "TransferQuery",
-    "apply_retention", "blocks_around", "chain_stats", "count_recent_events", "compact_closed_partitions",
+    "ChainStats", "CursorPosition", "Freshness", "MAX_OFFSET", "StorageStats", "TransferPage", "TransferQuery",
+    "apply_retention", "blocks_around", "chain_stats", "compact_closed_partitions", "count_recent_events",
     "data_version", "decode_cursor", "encode_cursor", "freshness", "get_cursor", "get_stops", "known_transfer_keys",
-    "last_event", "last_ingests", "query_items", "query_transfers", "recent_events", "record_event", "record_synced", "replace_block",
-    "replace_from_block", "save_halt", "save_pause", "storage_stats", "stored_block_hashes", "stored_transfers",
-    "stream_id", "write_batch",
+    "last_event", "last_ingests", "query_items", "query_transfers", "recent_events", "record_event",
+    "record_synced", "replace_block", "replace_from_block", "save_halt", "save_pause", "storage_stats",
+    "stored_block_hashes", "stored_transfers", "stream_id", "write_batch",
 ]
