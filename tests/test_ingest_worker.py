@@ -132,3 +132,9 @@ def test_sigterm_stops_promptly_with_a_consistent_store_and_heartbeats_flow(setu
     synced, _, stored = _state(url, sim.chain_id)
     truth = set(comparable(sim.truth(synced)))
     assert set(stored) <= truth and len(stored) == len(set(stored))
+
+
+def test_a_workers_retries_wait_at_most_a_poll_interval() -> None:
+    from transfer_daemon.ingest.worker import retry_policy
+
+    assert [retry_policy(s).maximum_s for s in (0.5, 1, 30, 600)] == [2.0, 2.0, 30, 60.0]

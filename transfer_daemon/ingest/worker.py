@@ -29,6 +29,7 @@ from transfer_daemon.ingest import context, planning, upkeep
 from transfer_daemon.ingest import sync as sync_job
 from transfer_daemon.ingest.lock import ChainLock
 from transfer_daemon.model import Cursor
+from transfer_daemon.upstream.http import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,13 @@ def _init_metrics(config: Config) -> None:
     metrics.init_multiprocess(config.daemon.data_dir)
 
 
+def retry_policy(poll_interval_s: float) -> RetryPolicy:
+    """A worker's upstream retries wait at most one poll interval (2 s at least) between attempts: an
+    upstream that comes back after an outage is read again within about a poll interval, not after a
+    backoff grown to a minute. A 429's Retry-After is still honoured in full."""
+    return RetryPolicy(maximum_s=max(2.0, min(RetryPolicy.maximum_s, poll_interval_s)))
+
+
 def _ingest_while_held(config: Config, chain_name: str, database_url: str, heartbeat: Callable[[], None],
                        stopping: threading.Event, lock: ChainLock, publish: Publish | None) -> None:
     from transfer_daemon.db.pool import open_pool
@@ -112,7 +120,8 @@ def _ingest_while_held(config: Config, chain_name: str, database_url: str, heart
     pool = open_pool(database_url, config.database.pool_min, max(2, config.database.pool_max),
                      f"worker[{chain.name}]")
     ctx = context.IngestContext(config=config, chain=chain, pool=pool, source=None, stopping=threading.Event())
-    ctx.source = make_source(chain, limiter_dir=str(Path(config.daemon.data_dir) / "limiter"), on_attempt=ctx.progress)
+    ctx.source = make_source(chain, limiter_dir=str(Path(config.daemon.data_dir) / "limiter"),
+                             retry=retry_policy(chain.poll_interval_s), on_attempt=ctx.progress)
     runner = JobRunner(ctx, config)
     try:
         runner.start()
