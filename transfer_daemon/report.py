@@ -97,10 +97,11 @@ def _event(event: dict | None) -> dict | None:
 
 
 def _alerts(config: Config, lag: float | None, errors_last_minute: int) -> list[str]:
+    """The lag and error conditions, on the alert thresholds (the supervisor's monitor sends them)."""
     alerts = []
-    if lag is not None and lag > config.api.stale_after_s:
+    if lag is not None and lag > config.alerts.lag_threshold_s:
         alerts.append("lag")
-    if errors_last_minute > 5:
+    if errors_last_minute > config.alerts.errors_per_min:
         alerts.append("errors")
     return alerts
 
