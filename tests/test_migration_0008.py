@@ -18,12 +18,13 @@ VERSION = 8
 
 @pytest.fixture
 def before_url(empty_database_url: str) -> str:
-    """A database at the migration before 0008, as an earlier release left it."""
+    """A database with every migration but 0008: its address indexes as an earlier release left them
+    (the later migrations only add what today's writer needs to seed it, none touches those indexes)."""
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
                      " applied_at timestamptz NOT NULL DEFAULT now())")
         for version, file_name, sql in available_migrations():
-            if version < VERSION:
+            if version != VERSION:
                 conn.execute(sql)
                 conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, file_name))
     return empty_database_url
@@ -52,7 +53,7 @@ def test_migration_keys_the_address_indexes_by_digest_and_stream(before_url: str
             store.write_batch(conn, chain, [t for t in rows if t.chain_id == chain], cursor=None, event=None)
         months = set(partitions.existing(conn))
 
-    assert migrate(before_url) == len([v for v, _, _ in available_migrations() if v >= VERSION])
+    assert migrate(before_url) == 1
 
     expected = {
         "(td_addr64(from_address), stream_id, td_ts32(time_stamp)) WITH (fillfactor='100')",
