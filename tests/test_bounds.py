@@ -86,6 +86,46 @@ def test_log_value_is_any_uint256_and_timestamps_from_headers_keep_the_bound():
         f"timeStamp: out of range 0..{LIMITS['timeStamp']} (got '{LIMITS['timeStamp'] + 1}')"]
 
 
+def test_numbers_longer_than_any_uint256_are_refused_even_when_zero_padded():
+    widest = normalize_tokentx(1, [_tokentx(value="0" * 77 + "5")])
+    assert [t.value for t in widest.transfers] == [5]
+    padded = normalize_tokentx(1, [_tokentx(value="0" * 78 + "5")])
+    assert [q.reason for q in padded.quarantined] == [f"value: more than 78 digits (got '{'0' * 78 + '5'}')"]
+    full = normalize_logs(1, [_log(gasPrice="0x" + "f" * 64)])
+    assert [t.gas_price for t in full.transfers] == [LIMITS["value"]]
+    too_long = "0x0" + "f" * 64
+    assert [q.reason for q in normalize_logs(1, [_log(gasPrice=too_long)]).quarantined] == [
+        f"gasPrice: more than 64 hex digits (got '{too_long}')"]
+
+
+@pytest.mark.parametrize("log_index", ["0x1_0", "0x\u0663", "0x 1", "0x-1"])
+def test_hex_that_python_would_read_but_a_node_never_writes_is_refused(log_index):
+    out = normalize_logs(1, [_log(logIndex=log_index)])
+    assert out.transfers == [] and out.quarantined[0].reason.startswith("logIndex")
+
+
+def test_a_header_gives_time_and_hash_within_the_bounds():
+    header = (b"\x33" * 32, 0)
+    out = normalize_logs(1, [_log(timeStamp="", blockHash="")], {100: header})
+    assert [(t.time_stamp, t.block_hash) for t in out.transfers] == [header[::-1]]
+    refused = normalize_logs(1, [_log(timeStamp="")], {100: (header[0], -1)})
+    assert [q.reason for q in refused.quarantined] == [f"timeStamp: out of range 0..{LIMITS['timeStamp']} (got '-1')"]
+
+
+@pytest.mark.parametrize("block_hash", ["0x1234", "00" + "22" * 32])
+def test_a_block_hash_of_another_shape_is_refused(block_hash):
+    assert normalize_logs(1, [_log(blockHash=block_hash)]).quarantined[0].reason.startswith("blockHash")
+    assert normalize_tokentx(1, [_tokentx(blockHash=block_hash)]).quarantined[0].reason.startswith("blockHash")
+
+
+def test_the_reason_names_the_first_bad_field_past_a_full_width_number():
+    # The slow path reads a 64-digit quantity as one (and `value[2:]` vs `value[1:]` in its shape
+    # test is an equivalent mutant: after "0x", the "x" is alphanumeric like any hex digit).
+    widest = "0x" + "0" * 63 + "1"
+    out = normalize_logs(1, [_log(blockNumber=widest, logIndex="-1")])
+    assert out.quarantined[0].reason.startswith("logIndex: expected a 0x hex quantity")
+
+
 def test_quarantined_rows_know_their_block_when_it_parses():
     tokentx = normalize_tokentx(1, [_tokentx(logIndex="-1"), _tokentx(blockNumber="x", logIndex="-1")])
     assert [q.block_number for q in tokentx.quarantined] == [100, None]
@@ -102,7 +142,8 @@ def test_a_valid_row_whose_token_name_holds_nul_is_a_transfer():
 
 def test_parse_uint_is_inclusive_at_both_ends():
     assert parse_uint(0, "n", 5) == 0 and parse_uint(5, "n", 5) == 5 and parse_uint("0x5", "n", 5) == 5
-    for bad in (-1, 6, "0x6", "6"):
+    assert parse_uint("0x", "n", 5) == 0 and parse_uint("5", "n", 5) == 5
+    for bad in (-1, 6, "0x6", "6", "\u0663", "x", True):
         with pytest.raises(InvalidField):
             parse_uint(bad, "n", 5)
     assert parse_uint(str(2**256 - 1), "n") == UINT256_MAX

@@ -74,11 +74,11 @@ def parse_uint(value: object, name: str, maximum: int = UINT256_MAX) -> int:
         raise InvalidField(name, value, "expected an unsigned integer")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str):
+    elif isinstance(value, str) and value.isascii():  # int() reads other scripts' digits too
         try:
             if value[:2] in ("0x", "0X"):
                 number = int(value[2:], 16) if len(value) > 2 else 0
-            elif value.isdigit() and value.isascii():
+            elif value.isdigit():
                 number = int(value)
             else:
                 raise ValueError

@@ -101,8 +101,9 @@ def sync_plan(cursor: Cursor, head: int, max_span: int | None = None, settle_blo
     one node and passes 0.
     """
     window = sync_window(cursor, head, max_span)
-    if window is None or cursor.synced_block is None:
+    if window is None:
         return None
+    assert cursor.synced_block is not None  # sync_window gives a window above the cursor only
     settled = head - settle_blocks
     return SyncPlan(window, max(cursor.synced_block, min(window.hi, settled)), settled)
 
@@ -121,8 +122,7 @@ def readable_target(plan: SyncPlan, synced_block: int, hashes: Mapping[int, byte
     """The plan with its target lowered to the highest block above the cursor whose hash the node
     gave (a node may answer `null` for a header its peers have served logs of): the cursor's new
     head must carry a hash read before its rows."""
-    readable = [block for block in hashes if synced_block < block <= plan.target]
-    return replace(plan, target=max(readable, default=synced_block))
+    return replace(plan, target=max([synced_block, *(block for block in hashes if block <= plan.target)]))
 
 
 def stop_at_known(transfers: Sequence[Transfer], known: Collection[TransferKey]) -> int:

@@ -33,6 +33,10 @@ from transfer_daemon.model import (
 )
 
 _ZERO_PAD = "0" * 24
+#: the longest number a row may spell, whatever its value (a uint256 takes 78 digits, 64 in hex):
+#: no zero padding past that, and no megabyte of digits handed to int()
+MAX_DECIMAL_DIGITS = 78
+MAX_HEX_DIGITS = 64
 
 
 class _Bad(Exception):
@@ -63,7 +67,7 @@ class Normalized:
 
 def _dec(value: object, maximum: int) -> int:
     """Strict decimal string -> int (no sign, spaces, underscores or non-ASCII digits)."""
-    if type(value) is not str or not value.isdigit() or not value.isascii() or len(value) > 78:
+    if type(value) is not str or not value.isdigit() or not value.isascii() or len(value) > MAX_DECIMAL_DIGITS:
         raise _Bad
     number = int(value)
     if number > maximum:
@@ -165,6 +169,8 @@ def _tokentx_reason(row: object) -> str:
 def _strict_uint(value: object, name: str, maximum: int) -> int:
     if not isinstance(value, str) or not value.isascii() or not value.isdigit():
         raise InvalidField(name, value, "expected a decimal string")
+    if len(value) > MAX_DECIMAL_DIGITS:
+        raise InvalidField(name, value, f"more than {MAX_DECIMAL_DIGITS} digits")
     return parse_uint(value, name, maximum)
 
 
@@ -183,7 +189,7 @@ def _hex(value: object, maximum: int) -> int:
     digits = value[2:]
     if not digits:
         return 0
-    if not digits.isalnum() or not digits.isascii() or len(digits) > 64:
+    if not digits.isalnum() or not digits.isascii() or len(digits) > MAX_HEX_DIGITS:
         raise _Bad
     number = int(digits, 16)
     if number > maximum:
@@ -314,4 +320,6 @@ def _log_reason(log: object, blocks: Mapping[int, tuple[bytes, int]] | None) -> 
 def _strict_hex(value: object, name: str, maximum: int) -> int:
     if not isinstance(value, str) or value[:2] != "0x" or not (value[2:].isalnum() or value == "0x"):
         raise InvalidField(name, value, "expected a 0x hex quantity")
+    if len(value) > 2 + MAX_HEX_DIGITS:
+        raise InvalidField(name, value, f"more than {MAX_HEX_DIGITS} hex digits")
     return parse_uint(value, name, maximum)
