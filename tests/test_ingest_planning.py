@@ -94,10 +94,27 @@ def test_reached_head_means_the_settled_head_reached():
 def test_readable_target_is_the_highest_block_with_a_hash_above_the_cursor():
     plan = p.SyncPlan(p.Window(101, 130), target=130, settled_head=130)
     hashes = {100: _h(100), 126: _h(126), 127: _h(127), 131: _h(131)}
-    assert p.readable_target(plan, 100, hashes).target == 127
-    assert p.readable_target(plan, 100, {**hashes, 130: _h(130)}).target == 130
-    assert p.readable_target(plan, 100, {100: _h(100), 99: _h(99)}).target == 100
-    assert p.readable_target(plan, 100, {101: _h(101)}).target == 101
+    assert p.readable_target(plan, 100, hashes, 122) == p.SyncPlan(p.Window(101, 130), target=127, settled_head=127)
+    assert p.readable_target(plan, 100, {**hashes, 130: _h(130)}, 122) == plan
+    assert p.readable_target(plan, 100, {101: _h(101)}, 101).target == 101
+
+
+def test_without_a_readable_block_the_cursor_stays_and_is_at_the_head_only_if_all_were_probed():
+    plan = p.SyncPlan(p.Window(101, 130), target=130, settled_head=130)
+    short = p.readable_target(plan, 100, {100: _h(100), 99: _h(99)}, 122)
+    assert short == p.SyncPlan(p.Window(101, 130), target=100, settled_head=130) and not p.reached_head(short, 100)
+    close = p.SyncPlan(p.Window(101, 103), target=103, settled_head=103)
+    for probed_from in (101, 100):
+        at_head = p.readable_target(close, 100, {100: _h(100)}, probed_from)
+        assert at_head == p.SyncPlan(p.Window(101, 103), target=100, settled_head=100)
+    assert p.readable_target(close, 100, {}, 102).settled_head == 103
+
+
+def test_a_readable_target_below_the_head_keeps_its_settled_head():
+    plan = p.SyncPlan(p.Window(101, 130), target=110, settled_head=118)  # a window cut by its span
+    assert p.readable_target(plan, 100, {110: _h(110), 109: _h(109)}, 102) == plan
+    assert p.readable_target(plan, 100, {108: _h(108)}, 102) == p.SyncPlan(p.Window(101, 130), 108, 108)
+    assert p.readable_target(p.SyncPlan(p.Window(101, 130), 110, 105), 100, {108: _h(108)}, 102).settled_head == 105
 
 
 def test_stale_from_finds_a_stored_block_the_read_contradicts():

@@ -132,9 +132,13 @@ def test_null_headers_are_read_again_never_quarantined_nor_skipped(run):
         _advance(sim)
         sync_job.sync(ctx)
     synced = _assert_store_equals_truth(sim, ctx)
-    assert synced >= _head(sim) - 2 - 1
+    assert synced == _head(sim) - 2, "up to the newest header the node serves"
     assert _events(ctx, "quarantined") == []
     assert sim.stats()["nullHeaders"][str(sim.chain_id)] > 0
+    assert _events(ctx, "ingested")[0]["detail"]["reached_head"] is True
+    sync_job.sync(ctx)  # the head stands still: nothing to read, and still at the head
+    latest = _events(ctx, "ingested")[0]
+    assert latest["message"].startswith("sync at head") and latest["detail"]["reached_head"] is True
 
 
 @pytest.mark.parametrize("kind", ["etherscan", "etherscan_logs", "rpc_logs"])

@@ -118,11 +118,20 @@ def reached_head(plan: SyncPlan, synced_block: int) -> bool:
     return synced_block >= plan.settled_head
 
 
-def readable_target(plan: SyncPlan, synced_block: int, hashes: Mapping[int, bytes]) -> SyncPlan:
+def readable_target(plan: SyncPlan, synced_block: int, hashes: Mapping[int, bytes], probed_from: int) -> SyncPlan:
     """The plan with its target lowered to the highest block above the cursor whose hash the node
-    gave (a node may answer `null` for a header its peers have served logs of): the cursor's new
-    head must carry a hash read before its rows."""
-    return replace(plan, target=max([synced_block, *(block for block in hashes if block <= plan.target)]))
+    gave (`hashes`, answers for the blocks `probed_from`..target): the cursor's new head must carry
+    a hash read before its rows. A node may answer `null` for a header its peers have served logs
+    of; the newest header it serves is then the head this cycle can reach (`settled_head`), and
+    when it serves none above the cursor (all of them probed), the cursor is at that head."""
+    if plan.target in hashes:
+        return plan
+    best = max((block for block in hashes if synced_block < block < plan.target), default=None)
+    if best is not None:
+        return replace(plan, target=best, settled_head=min(plan.settled_head, best))
+    if probed_from <= synced_block + 1:
+        return replace(plan, target=synced_block, settled_head=min(plan.settled_head, synced_block))
+    return replace(plan, target=synced_block)
 
 
 def stop_at_known(transfers: Sequence[Transfer], known: Collection[TransferKey]) -> int:

@@ -54,19 +54,24 @@ def sync(ctx: IngestContext) -> int:
         log.info("waiting chain=%s block=%d header not served yet", ctx.chain.name, cursor.synced_block)
         return 0
     if plan is None:
-        metrics.INGEST_LAG.labels(ctx.chain.name).set(0)
-        record(ctx, IngestEvent(ctx.chain_id, "ingested", f"sync at head {head}",
-                                detail={"job": "sync", "synced_block": cursor.synced_block, "reached_head": True}))
-        return 0
+        return _at_head(ctx, cursor, head)
     plan = _readable(ctx, plan, cursor.synced_block, upstream)
     result = ctx.source.fetch_blocks(plan.window.lo, plan.window.hi, max_calls=ctx.chain.max_pages_per_cycle)
-    if result.covered_to < plan.window.lo:
-        return 0
+    if result.covered_to < plan.window.lo:  # e.g. a null header at the window's first block with logs
+        return _at_head(ctx, cursor, head) if planning.reached_head(plan, cursor.synced_block) else 0
     new = _commit_sync(ctx, plan, cursor, result, upstream)
     metrics.INGEST_LAG.labels(ctx.chain.name).set(_lag_seconds(ctx, result.transfers))
     if new:
         ctx.on_changed()
     return new
+
+
+def _at_head(ctx: IngestContext, cursor: Cursor, head: int) -> int:
+    """Nothing to store, and the cursor is at the (readable) head: the cycle reached it."""
+    metrics.INGEST_LAG.labels(ctx.chain.name).set(0)
+    record(ctx, IngestEvent(ctx.chain_id, "ingested", f"sync at head {head}",
+                            detail={"job": "sync", "synced_block": cursor.synced_block, "reached_head": True}))
+    return 0
 
 
 def settle_blocks(chain: ChainConfig) -> int:
@@ -86,9 +91,9 @@ def _readable(ctx: IngestContext, plan: planning.SyncPlan, synced_block: int,
     of a few blocks under it are read, before the rows, as the target's own was)."""
     if plan.target in upstream or plan.target <= synced_block:
         return plan
-    probe = range(plan.target - 1, max(synced_block, plan.target - TARGET_PROBE_BLOCKS - 1), -1)
-    upstream.update(ctx.source.block_hashes(list(probe)))
-    return planning.readable_target(plan, synced_block, upstream)
+    lowest = max(synced_block + 1, plan.target - TARGET_PROBE_BLOCKS)
+    upstream.update(ctx.source.block_hashes(list(range(plan.target - 1, lowest - 1, -1))))
+    return planning.readable_target(plan, synced_block, upstream, lowest)
 
 
 def _head_hash(ctx: IngestContext, block: int, read_before: dict[int, bytes]) -> bytes | None:
