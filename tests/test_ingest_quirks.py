@@ -176,7 +176,7 @@ def test_every_quirk_with_faults_and_reorgs_ends_equal_to_the_truth(run, kind):
     knobs = {**FROZEN, "index_lag_blocks": 3, "null_headers_blocks": 2, "poison_every": 5,
              "fault_rate": 0.2, "fault_timeout_s": 0.5, "reorg_every": 5, "reorg_depth": 3}
     sim, ctx = run(kind, knobs, log_timestamps=False, confirmations=4, request_timeout_s=0.3)
-    _converge(sim, ctx, 25)
+    _converge(sim, ctx, 18)
     synced = _assert_store_equals_truth(sim, ctx)
     assert synced >= _head(sim) - 4 - 1
     _assert_poison_quarantined_once(sim, ctx, synced)
