@@ -116,7 +116,7 @@ def _commit_sync(ctx: IngestContext, plan: planning.SyncPlan, before: Cursor, re
     earlier (a reorg among unsettled blocks), the store is replaced from that block."""
     lo, covered_to = plan.window.lo, result.covered_to
     synced = planning.synced_to(plan, before.synced_block, covered_to)
-    head_hash = _head_hash(ctx, synced, read_before)
+    head_hash = before.synced_hash if synced == before.synced_block else _head_hash(ctx, synced, read_before)
     with ctx.pool.connection() as conn:
         known = store.known_transfer_keys(conn, ctx.chain_id, lo, covered_to)
         stale = planning.stale_from(store.stored_block_hashes(conn, ctx.chain_id, lo, covered_to), known,
@@ -206,13 +206,12 @@ def _repair(ctx: IngestContext, cursor: Cursor, plan: planning.ReorgPlan, head: 
     chain = ctx.chain
     if plan.halt:
         return _halt(ctx, plan)
-    span = sync_span(chain)
-    hi = max(plan.fork, head if span is None else min(head, plan.fork + span - 1))
-    read = planning.SyncPlan(planning.Window(plan.fork, hi), max(plan.fork - 1, min(hi, head - settle_blocks(chain))),
-                             head - settle_blocks(chain))
+    read = planning.sync_plan(replace(cursor, synced_block=plan.fork - 1), head, sync_span(chain),
+                              settle_blocks(chain))
+    assert read is not None  # the fork is at or below the cursor, so at or below the head
     read_before = ctx.source.block_hashes([read.target]) if read.target >= plan.fork else {}
     read = _readable(ctx, read, plan.fork - 1, read_before)
-    result = ctx.source.fetch_blocks(plan.fork, hi, max_calls=chain.max_pages_per_cycle)
+    result = ctx.source.fetch_blocks(plan.fork, read.window.hi, max_calls=chain.max_pages_per_cycle)
     synced = planning.synced_to(read, plan.fork - 1, result.covered_to)
     head_hash = _head_hash(ctx, synced, read_before) if synced >= plan.fork else None
     detail = {"depth": plan.depth, "fork_block": plan.fork, "to_block": max(result.covered_to, plan.fork - 1),
