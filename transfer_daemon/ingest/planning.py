@@ -124,9 +124,9 @@ def readable_target(plan: SyncPlan, synced_block: int, hashes: Mapping[int, byte
     a hash read before its rows. A node may answer `null` for a header its peers have served logs
     of; the newest header it serves is then the head this cycle can reach (`settled_head`), and
     when it serves none above the cursor (all of them probed), the cursor is at that head."""
-    if plan.target in hashes:
+    best = max((block for block in hashes if synced_block < block <= plan.target), default=None)
+    if best == plan.target:
         return plan
-    best = max((block for block in hashes if synced_block < block < plan.target), default=None)
     if best is not None:
         return replace(plan, target=best, settled_head=min(plan.settled_head, best))
     if probed_from <= synced_block + 1:
