@@ -188,13 +188,16 @@ def _quarantine_events(conn) -> list[dict]:
 
 def test_a_quarantined_row_holding_nul_is_kept_whole(conn):
     raw = _tokentx(logIndex="-1", tokenName="Token" + "\0" * 27)
+    lone = _tokentx(logIndex="-2", tokenName="\ud800 half a character")
     batch = make_transfers(1, 3)
     event = IngestEvent(1, "ingested", "batch")
-    assert store.write_batch(conn, 1, batch, cursor=None, event=event,
-                             quarantined=[Quarantined(1, "logIndex: bad", raw, 100)]) == 3
-    (quarantined,) = _quarantine_events(conn)
-    assert json.loads(quarantined["detail"]["raw_json"]) == raw and quarantined["detail"]["block"] == 100
-    assert "raw" not in quarantined["detail"] and quarantined["message"] == "logIndex: bad"
+    rows = [Quarantined(1, "logIndex: bad", raw, 100), Quarantined(1, "logIndex: \0", lone)]
+    assert store.write_batch(conn, 1, batch, cursor=None, event=event, quarantined=rows) == 3
+    nul, surrogate = sorted(_quarantine_events(conn), key=lambda e: e["id"])
+    assert json.loads(nul["detail"]["raw_json"]) == raw and nul["detail"]["block"] == 100
+    assert "raw" not in nul["detail"] and nul["message"] == "logIndex: bad"
+    assert json.loads(surrogate["detail"]["raw_json"]) == lone and surrogate["detail"]["block"] is None
+    assert surrogate["message"] == "logIndex: \\0"
 
 
 def test_a_row_is_quarantined_once_however_often_it_is_served(conn):

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 
 # Bounds: what the `transfers` table can hold, and so what normalization accepts; anything outside
-# is quarantined. Each has a CHECK of the same name in the schema (migrations 0001, 0006), which
-# tests/test_bounds.py reads back. Note the binary COPY wraps an out-of-range int4 silently (2**32
-# arrives as 0): only these bounds stand between such a row and a wrong key.
+# is quarantined. Each has a CHECK named below in the schema (migrations 0001, 0006), which
+# tests/test_bounds.py reads back. The binary COPY would wrap an out-of-range int4 silently (2**32
+# arrives as 0) into a wrong key: normalization keeps such rows out, the store refuses a batch with one.
 #: transfers_log_index_range; the key packs (block, log index) into one int8 with 24 bits for the index
 MAX_LOG_INDEX = 2**24 - 1
 #: transfers_block_number_range; block * 2**24 + log index must fit a bigint (td_block_log)

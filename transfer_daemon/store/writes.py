@@ -244,7 +244,8 @@ def _update_chain_state(conn: psycopg.Connection, chain_id: int, cursor: Cursor 
     )
 
 
-#: what jsonb refuses inside a string: NUL, and a UTF-16 surrogate without its pair
+#: in JSON text, what jsonb may refuse inside a string: NUL, and UTF-16 surrogates (a lone one; a
+#: row with a paired one, such as an emoji, is kept as text too, which costs nothing but a lookup)
 _JSONB_UNSAFE = re.compile(r"\\u(0000|d[89a-f])", re.IGNORECASE)
 #: fields of an upstream row that change while the row stays the same (tokentx counts confirmations)
 _VOLATILE_FIELDS = frozenset({"confirmations"})
