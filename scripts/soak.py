@@ -6,10 +6,13 @@ Injected on a schedule scaled to the duration: a 20 % upstream fault rate; kill 
 and of the API (pids from supervisor-state.json); a Postgres restart (the embedded server with the
 bundled pg_ctl, or `--restart-server-cmd` with `--database-url`) and a kill -9 of the embedded
 postmaster (the supervisor starts it again); an upstream outage of 30 % of the run; a burst of 50
-concurrent API clients with hostile inputs mixed in. Traffic goes only to 127.0.0.1; every process
-started is killed at the end, also on Ctrl-C or an exception.
+concurrent API clients with hostile inputs mixed in. The simulator also plays real upstreams' quirks
+throughout: an explorer index 3 blocks behind its node, null JSON-RPC headers for the newest 2 blocks,
+a poisoned row every 50 blocks (which must be quarantined, each once, and nothing else). Traffic goes
+only to 127.0.0.1; every process started is killed at the end, also on Ctrl-C or an exception.
 
     python scripts/soak.py [--minutes 10] [--database-url URL [--restart-server-cmd CMD]] [--keep]
+                           [--index-lag 3] [--null-headers 2] [--poison-every 50]
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import psutil
+import psycopg
 import requests
 from soak_support import (
     INGEST_WITHIN_S,
@@ -43,10 +47,13 @@ from soak_support import (
     SoakResults,
     Window,
     compare,
+    compare_quarantine,
     evaluate,
     format_report,
+    quarantined_row,
 )
 
+from transfer_daemon.db.bootstrap import running_embedded_url
 from transfer_daemon.demo import KEY_ENV, NAMES, SimulatorProcess, isolated_environ, write_config
 
 HISTORY_DAYS = 0.1  # ~2900 blocks of 3 s: the backfill finishes within the first minute
@@ -267,7 +274,9 @@ class Soak:
         self.sim = SimulatorProcess(self.root / "log" / "simulator.log", history_days=HISTORY_DAYS,
                                     block_time_s=BLOCK_TIME_S, extra_args=[
                                         "--reorg-every", str(REORG_EVERY), "--reorg-depth", str(REORG_DEPTH),
-                                        "--seed", str(args.seed)])
+                                        "--seed", str(args.seed), "--index-lag", str(args.index_lag),
+                                        "--null-headers", str(args.null_headers),
+                                        "--poison-every", str(args.poison_every)])
         self.daemon: subprocess.Popen | None = None
         self.seen: set[int] = set()
         self.rng = random.Random(args.seed)
@@ -440,6 +449,10 @@ class Soak:
             self.results.comparisons.append(
                 compare(chain_id, to_block, truth, stored) if stored is not None
                 else ChainComparison(chain_id, to_block, len(truth), 0, len(truth), 0, 0, 0))
+            poisoned = requests.get(f"{self.sim.url}/_sim/poisoned", params={"chainId": chain_id, "toBlock": to_block},
+                                    timeout=120).json()
+            self.results.quarantines.append(compare_quarantine(chain_id, to_block, poisoned,
+                                                               self.quarantined(chain_id)))
         stats = requests.get(f"{self.sim.url}/_sim/stats", timeout=10).json()
         self.outputs["/_sim/stats"] = json.dumps(stats)
         status = subprocess.run([sys.executable, "-m", "transfer_daemon.cli", "status", "--json", "--config",
@@ -450,6 +463,14 @@ class Soak:
         self.results.rate_limited = stats["rateLimitedTotal"]
         self.results.faults_injected = stats["faultsTotal"]
         self.results.reorgs = stats["reorgsTotal"]
+
+    def quarantined(self, chain_id: int) -> list[tuple[int | None, str | None, str | None]]:
+        """The chain's quarantined rows, read from the daemon's database (the API does not serve them)."""
+        url = self.args.database_url or running_embedded_url(str(self.root))
+        with psycopg.connect(url) as conn:
+            details = conn.execute("SELECT detail FROM ingest_events WHERE chain_id = %s AND status = 'quarantined'",
+                                   (chain_id,)).fetchall()
+        return [quarantined_row(detail) for (detail,) in details]
 
     def stop(self) -> None:
         self.remember()
@@ -548,6 +569,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="command that restarts the --database-url server, e.g. "
                              "'pg_ctlcluster --skip-systemctl-redirect 15 main restart'")
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100000)
+    parser.add_argument("--index-lag", type=int, default=3,
+                        help=f"the explorer's index trails its node by N blocks (default 3; at most CONFIRMATIONS, "
+                             f"{CONFIRMATIONS}: the daemon covers a block only that deep)")
+    parser.add_argument("--null-headers", type=int, default=2,
+                        help="JSON-RPC answers null headers for the newest N blocks (default 2)")
+    parser.add_argument("--poison-every", type=int, default=50,
+                        help="every N-th block serves a row out of every valid range, to be quarantined (default 50)")
     parser.add_argument("--data-dir", default="", help="keep everything here (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     return parser.parse_args(argv)

@@ -7,6 +7,7 @@ Times are seconds since the start of the chaos period, on the soak's monotonic c
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,26 @@ class ChainComparison:
 
 
 @dataclass(frozen=True, slots=True)
+class QuarantineComparison:
+    """The rows the simulator poisoned (never in the truth) against the rows the store quarantined,
+    by (block, transaction hash), up to `to_block`. A poisoned row of a block a reorg replaced was
+    served before the reorg: its quarantine stays, counted as `orphaned`."""
+
+    chain_id: int
+    to_block: int
+    poisoned: int
+    quarantined: int  # distinct rows of blocks the poisoned rows are in now
+    missing: int  # poisoned, never quarantined
+    unexpected: int  # quarantined, but not a poisoned row of this block or of a block reorged since
+    duplicates: int
+    orphaned: int
+
+    @property
+    def equal(self) -> bool:
+        return self.quarantined == self.poisoned and not (self.missing or self.unexpected or self.duplicates)
+
+
+@dataclass(frozen=True, slots=True)
 class PgRestart:
     how: str  # "pg_ctl restart -m fast" | "kill -9 postmaster" | the --restart-server-cmd
     window: Window  # from the injection to the first 200 of /api/cache-health after it
@@ -96,6 +117,7 @@ class SoakResults:
     lag_recovered_after_s: float | None = None  # outage end -> every chain's lag <= stale_after_s
     final_lag: dict[int, int | None] = field(default_factory=dict)
     comparisons: list[ChainComparison] = field(default_factory=list)
+    quarantines: list[QuarantineComparison] = field(default_factory=list)
     upstream_requests: int = 0
     rate_limited: int = 0  # the simulator's limiter refusals (injected 429 faults are counted apart)
     faults_injected: int = 0
@@ -138,6 +160,32 @@ def compare(chain_id: int, to_block: int, truth: Iterable[dict], stored: Iterabl
         chain_id, to_block, len(truth_by_key), len(stored_items), missing=len(missing), extra=len(extra),
         duplicates=sum(n - 1 for n in counts.values() if n > 1), mismatched=len(mismatched),
         examples=tuple(examples))
+
+
+def quarantined_row(detail: dict) -> tuple[int | None, str | None, str | None]:
+    """(block, transaction hash, block hash) of a quarantine event's row: `detail.raw`, or its JSON
+    text `detail.raw_json` when the row holds what jsonb cannot (NUL)."""
+    raw = detail["raw"] if "raw" in detail else json.loads(detail["raw_json"])
+    if not isinstance(raw, dict):
+        return detail.get("block"), None, None
+    return detail.get("block"), raw.get("hash") or raw.get("transactionHash"), raw.get("blockHash")
+
+
+def compare_quarantine(chain_id: int, to_block: int, poisoned: Iterable[dict],
+                       quarantined: Iterable[tuple[int | None, str | None, str | None]]) -> QuarantineComparison:
+    """/_sim/poisoned entries against quarantined rows (`quarantined_row`), up to `to_block`."""
+    entries = [entry for entry in poisoned if entry["blockNumber"] <= to_block]
+    expected = {(entry["blockNumber"], entry["hash"]) for entry in entries}
+    canonical = {entry["blockNumber"]: entry["blockHash"] for entry in entries}
+    rows = [row for row in quarantined if row[0] is None or row[0] <= to_block]
+    counts = Counter((block, tx) for block, tx, _ in rows)
+    stray = [row for row in rows if (row[0], row[1]) not in expected]
+    orphaned = {(block, tx) for block, tx, block_hash in stray
+                if block in canonical and block_hash is not None and block_hash != canonical[block]}
+    return QuarantineComparison(
+        chain_id, to_block, poisoned=len(expected), quarantined=len(expected & counts.keys()),
+        missing=len(expected - counts.keys()), unexpected=len({(row[0], row[1]) for row in stray} - orphaned),
+        duplicates=sum(n - 1 for n in counts.values() if n > 1), orphaned=len(orphaned))
 
 
 def _inside(at: float, windows: Sequence[Window]) -> bool:
@@ -244,6 +292,13 @@ def store_checks(results: SoakResults) -> list[Check]:
                   + "".join(f"\n        {example}" for example in c.examples)) for c in results.comparisons]
 
 
+def quarantine_checks(results: SoakResults) -> list[Check]:
+    return [Check(f"quarantined == poisoned rows served for chain {q.chain_id} up to block {q.to_block}", q.equal,
+                  f"poisoned {q.poisoned}, quarantined {q.quarantined} (+{q.orphaned} of reorged blocks); "
+                  f"missing {q.missing}, unexpected {q.unexpected}, duplicate {q.duplicates}")
+            for q in results.quarantines]
+
+
 def upstream_checks(results: SoakResults) -> list[Check]:
     share = results.rate_limited / results.upstream_requests if results.upstream_requests else 0.0
     return [Check(f"rate-limit answers caused by the daemon <= {RATE_LIMIT_TOLERANCE:.0%} of upstream requests",
@@ -265,9 +320,9 @@ def secret_checks(results: SoakResults) -> list[Check]:
 
 
 def evaluate(results: SoakResults) -> list[Check]:
-    return [*store_checks(results), *api_checks(results), *upstream_checks(results), *kill_checks(results),
-            *postgres_checks(results), *freshness_checks(results), *shutdown_checks(results),
-            *secret_checks(results)]
+    return [*store_checks(results), *quarantine_checks(results), *api_checks(results), *upstream_checks(results),
+            *kill_checks(results), *postgres_checks(results), *freshness_checks(results),
+            *shutdown_checks(results), *secret_checks(results)]
 
 
 def format_report(results: SoakResults, checks: Sequence[Check]) -> str:

@@ -18,8 +18,10 @@ from soak_support import (  # noqa: E402  (scripts/ is not a package)
     SoakResults,
     Window,
     compare,
+    compare_quarantine,
     evaluate,
     format_report,
+    quarantined_row,
 )
 
 
@@ -41,7 +43,21 @@ def passing() -> SoakResults:
         stale_seen={1: True, 25: True}, max_lag_outage={1: 40, 25: 41}, max_lag_after={1: 9, 25: 7},
         lag_recovered_after_s=30.0, final_lag={1: 3, 25: 4},
         comparisons=[compare(1, 10, [item(1), item(2)], [item(1), item(2)])],
+        quarantines=[compare_quarantine(1, 10, [poisoned(4)], [(4, tx(4), block_hash(4))])],
         upstream_requests=1000, rate_limited=3, faults_injected=200, reorgs=4, exit_code=0, outputs_searched=9)
+
+
+def tx(block: int, fork: int = 0) -> str:
+    return f"0x{block * 100 + fork:064x}"
+
+
+def block_hash(block: int, fork: int = 0) -> str:
+    return f"0x{block * 1000 + fork:064x}"
+
+
+def poisoned(block: int, fork: int = 0) -> dict:
+    """A /_sim/poisoned entry."""
+    return {"blockNumber": block, "hash": tx(block, fork), "blockHash": block_hash(block, fork)}
 
 
 def failed(results: SoakResults) -> list[str]:
@@ -179,3 +195,26 @@ def test_the_key_found_in_any_output_is_a_breach() -> None:
     breach = ["the explorer key appears in no output of the run"]
     assert failed(replace(passing(), secret_found_in=["log/td.log"])) == breach
     assert failed(replace(passing(), outputs_searched=0)) == breach  # nothing searched proves nothing
+
+
+def test_quarantine_compares_poisoned_rows_once_each_and_forgives_reorged_blocks() -> None:
+    entries = [poisoned(4, fork=1), poisoned(8), poisoned(12)]  # block 4 was reorged (fork 1 is canonical)
+    rows = [(4, tx(4), block_hash(4)), (4, tx(4, 1), block_hash(4, 1)), (8, tx(8), block_hash(8)),
+            (12, tx(12), block_hash(12)), (30, tx(30), block_hash(30))]  # block 30 is past to_block
+    result = compare_quarantine(25, 20, entries, rows)
+    assert (result.poisoned, result.quarantined, result.orphaned, result.equal) == (3, 3, 1, True)
+    missing = compare_quarantine(25, 20, entries, rows[1:3])
+    assert (missing.missing, missing.equal) == (1, False)
+    twice = compare_quarantine(25, 20, entries, [*rows, rows[2]])
+    assert (twice.duplicates, twice.equal) == (1, False)
+    valid_row = compare_quarantine(25, 20, entries, [*rows, (9, tx(9), block_hash(9)), (None, None, None)])
+    assert (valid_row.unexpected, valid_row.equal) == (2, False)
+    results = replace(passing(), quarantines=[valid_row])
+    assert failed(results) == ["quarantined == poisoned rows served for chain 25 up to block 20"]
+
+
+def test_quarantined_row_reads_raw_rows_and_raw_json_with_nul() -> None:
+    assert quarantined_row({"block": 5, "raw": {"hash": "0x1", "blockHash": "0x2"}}) == (5, "0x1", "0x2")
+    text = '{"transactionHash": "0x3", "blockHash": "0x4", "tokenName": "T\\u0000"}'
+    assert quarantined_row({"block": 6, "raw_json": text}) == (6, "0x3", "0x4")
+    assert quarantined_row({"raw": ["not", "a", "row"]}) == (None, None, None)

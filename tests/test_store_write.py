@@ -106,7 +106,7 @@ def test_rows_cursor_and_event_commit_together_and_roll_back_together(conn) -> N
     assert store.get_cursor(conn, 1).synced_block == 2000
     events = store.recent_events(conn, 1)
     assert [e["status"] for e in events] == ["ingested", "quarantined"]
-    assert events[1]["detail"] == {"raw": {"value": "-1"}} and events[1]["message"] == "bad value"
+    assert events[1]["detail"]["raw"] == {"value": "-1"} and events[1]["message"] == "bad value"
     assert store.data_version(conn, 1) == 1
     with pytest.raises(psycopg.Error):  # an event that cannot be stored aborts the whole batch
         store.write_batch(conn, 1, make_transfers(1, 5, seed=2), cursor=Cursor(1, synced_block=3000),

@@ -37,8 +37,9 @@ def transfer_log(block: int, index: int, contract: str = CONTRACT_A, **extra) ->
 class FakeNode:
     """eth_blockNumber / eth_getLogs / eth_getBlockByNumber over a fixed log list, batches too."""
 
-    def __init__(self, logs: list[dict], head: int, refuse=None) -> None:
+    def __init__(self, logs: list[dict], head: int, refuse=None, null_headers: int = 0) -> None:
         self.logs, self.head, self.refuse = logs, head, refuse
+        self.null_headers = null_headers  # headers of the newest N blocks answered null (a lagging node)
         self.requests: list[dict] = []
 
     def answer(self, call: dict) -> dict:
@@ -48,8 +49,8 @@ class FakeNode:
             return {"jsonrpc": "2.0", "id": call["id"], "result": hex(self.head)}
         if method == "eth_getBlockByNumber":
             number = int(params[0], 16)
-            block = None if number > self.head else {"number": params[0], "hash": block_hash(number),
-                                                     "timestamp": hex(1_600_000_000 + number)}
+            block = None if number > self.head - self.null_headers else {
+                "number": params[0], "hash": block_hash(number), "timestamp": hex(1_600_000_000 + number)}
             return {"jsonrpc": "2.0", "id": call["id"], "result": block}
         lo, hi = int(params[0]["fromBlock"], 16), int(params[0]["toBlock"], 16)
         error = self.refuse(lo, hi) if self.refuse else None
@@ -189,6 +190,21 @@ def test_timestamps_from_block_batches_cached_or_from_block_timestamp(rsps, tmp_
     stamped = FakeNode([transfer_log(5, 0, blockTimestamp="0x64")], head=10)
     only = source(tmp_path / "b", stamped, rsps, url="https://other.example/rpc").fetch_blocks(0, 10)
     assert only.transfers[0].time_stamp == 100 and all(r["method"] != "eth_getBlockByNumber" for r in stamped.requests)
+
+
+def test_a_null_header_ends_the_window_before_its_block_and_is_read_again(rsps, tmp_path):
+    """A node may return a block's logs before its header: that block is not covered (nor
+    quarantined for want of a timestamp) until a later read finds the header."""
+    logs = [transfer_log(b, i) for b in (5, 8, 9, 12) for i in range(2)]
+    node = FakeNode(logs, head=12, null_headers=4)
+    rpc = source(tmp_path, node, rsps, log_window_blocks=4)
+    result = rpc.fetch_blocks(0, 12)
+    assert result.covered_to == 8 and result.quarantined == []
+    assert [(t.block_number, t.log_index) for t in result.transfers] == [(5, 0), (5, 1), (8, 0), (8, 1)]
+    assert node.windows() == [(0, 3), (4, 7), (8, 11)], "no window past the block without a header"
+    node.null_headers = 0
+    rest = rpc.fetch_blocks(9, 12)
+    assert rest.covered_to == 12 and [t.block_number for t in rest.transfers] == [9, 9, 12, 12]
 
 
 def test_a_block_hash_that_changes_mid_read_is_a_reorg(rsps, tmp_path):

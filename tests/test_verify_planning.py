@@ -28,6 +28,23 @@ def test_block_at_time_interpolates_between_the_stored_blocks_around_it():
     assert p.block_at_time((100, 1000), (101, 1012), 1005) == 101  # adjacent: nothing in between
 
 
+def test_block_at_time_bounds_and_degenerate_samples():
+    # the estimate never goes below the block after `before`: at just after its time, that block
+    assert p.block_at_time((100, 1000), (200, 2000), 1001) == 101
+    # two blocks apart, the estimate (not the block after `before`) decides
+    assert p.block_at_time((100, 1000), (102, 1020), 1015) == 102
+    # samples whose times do not increase (a clock step between them): the block after `before`,
+    # never a division by zero or an estimate past the samples
+    assert p.block_at_time((100, 1000), (200, 1000), 1000.5) == 101
+    assert p.block_at_time((100, 1000), (200, 900), 950) == 101
+    # Equivalent mutants, all within the precondition (`before` older than `at`, `after` not):
+    # when `high_block` is `low_block + 1` (or lower), `<=` vs `<` and `+ 1` vs `- 1` or `+ 0` in the
+    # first test only decide whether the estimate is computed; the clamp to [low_block + 1,
+    # high_block] gives `low_block + 1` either way. In the clamp, `low_block + 1` vs `low_block` (or
+    # `- 1`) never matters: with `at` after `before`'s time the estimate exceeds `low_block`, so its
+    # ceiling is at least `low_block + 1`.
+
+
 def test_settled_window_is_the_last_hours_up_to_confirmations_below_the_head():
     cursor = Cursor(1, synced_block=10_000, backfilled_block=0)
     now = 1_000_000.0
@@ -54,8 +71,19 @@ def test_settled_window_stays_inside_what_the_store_holds():
     assert p.settled_window(retained, 1_000, 12, 300, None, (300, 0), now - HOUR, now) == p.Window(300, 988)
 
 
+def test_settled_window_of_one_block_and_from_block_zero():
+    one = Cursor(1, synced_block=988, backfilled_block=988)
+    assert p.settled_window(one, 1_000, 12, None, None, None, 0, 10) == p.Window(988, 988)
+    # nothing retained below: the window starts at the backfilled block, block 0 included (a
+    # `0` default of -1 would be equivalent: block numbers are never negative)
+    genesis = Cursor(1, synced_block=50, backfilled_block=0)
+    assert p.settled_window(genesis, 1_000, 12, None, None, None, 0, 10) == p.Window(0, 50)
+
+
 def test_settled_window_is_none_before_anything_settled_is_stored():
     assert p.settled_window(Cursor(1), 1_000, 12, None, None, None, 0, 10) is None
+    assert p.settled_window(Cursor(1, synced_block=900), 1_000, 12, None, None, None, 0, 10) is None
+    assert p.settled_window(Cursor(1, backfilled_block=900), 1_000, 12, None, None, None, 0, 10) is None
     anchored = Cursor(1, synced_block=995, backfilled_block=996)  # anchored, nothing stored yet
     assert p.settled_window(anchored, 1_000, 12, None, None, None, 0, 10) is None
 

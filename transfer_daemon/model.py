@@ -10,6 +10,18 @@ from datetime import UTC, datetime
 
 #: keccak256("Transfer(address,address,uint256)") — topic0 of ERC-20 and ERC-721 transfers.
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+
+# Bounds: what the `transfers` table can hold, and so what normalization accepts; anything outside
+# is quarantined. Each has a CHECK named below in the schema (migrations 0001, 0006), which
+# tests/test_bounds.py reads back. The binary COPY would wrap an out-of-range int4 silently (2**32
+# arrives as 0) into a wrong key: normalization keeps such rows out, the store refuses a batch with one.
+#: transfers_log_index_range; the key packs (block, log index) into one int8 with 24 bits for the index
+MAX_LOG_INDEX = 2**24 - 1
+#: transfers_block_number_range; block * 2**24 + log index must fit a bigint (td_block_log)
+MAX_BLOCK_NUMBER = 2**39 - 1
+#: transfers_time_stamp_range; unix seconds up to 2106-02-07, mapped onto int4 by td_ts32
+MAX_TIME_STAMP = 2**32 - 1
+#: transfers_value_range; an ERC-20 amount is a uint256 (the column is numeric(78,0))
 UINT256_MAX = 2**256 - 1
 
 
@@ -62,11 +74,11 @@ def parse_uint(value: object, name: str, maximum: int = UINT256_MAX) -> int:
         raise InvalidField(name, value, "expected an unsigned integer")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str):
+    elif isinstance(value, str) and value.isascii():  # int() reads other scripts' digits too
         try:
             if value[:2] in ("0x", "0X"):
                 number = int(value[2:], 16) if len(value) > 2 else 0
-            elif value.isdigit() and value.isascii():
+            elif value.isdigit():
                 number = int(value)
             else:
                 raise ValueError
@@ -136,6 +148,7 @@ class Quarantined:
     chain_id: int
     reason: str
     raw: dict | list | str
+    block_number: int | None = None  # the row's block, when that field itself is valid
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ neither a network nor a clock.
 
 Cursor invariant (model.Cursor): every block in [backfilled_block, synced_block] is stored
 whole. A chain starts *anchored*: synced_block = anchor, backfilled_block = anchor + 1 (an
-empty range); sync grows it upward, backfill downward.
+empty range); sync grows it upward, backfill downward. Above the cursor the store may hold rows
+of unsettled blocks (explorer kinds, see `sync_plan`), which every sync reads again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from transfer_daemon.model import Cursor, Transfer
+from transfer_daemon.model import Cursor, Quarantined, Transfer
 
 SECONDS_PER_DAY = 86400
 #: Used to place the backfill target until the stored rows give a measured block time.
@@ -82,6 +83,58 @@ def sync_window(cursor: Cursor, head: int, max_span: int | None = None) -> Windo
     return Window(lo, hi) if lo <= hi else None
 
 
+@dataclass(frozen=True, slots=True)
+class SyncPlan:
+    """One sync cycle: the blocks it reads, and how far the cursor may move."""
+
+    window: Window
+    target: int  # the highest block the cursor may cover this cycle
+    settled_head: int  # head - settle_blocks: a cycle whose cursor reaches it is synced to the head
+
+
+def sync_plan(cursor: Cursor, head: int, max_span: int | None = None, settle_blocks: int = 0) -> SyncPlan | None:
+    """The sync window, and a cursor that never passes `head - settle_blocks`.
+
+    An explorer's index trails its own node: `tokentx`/`getLogs` serve a block's rows some time
+    after `module=proxy` reports the block, so a short page proves nothing about the newest blocks.
+    Their rows are stored as they come, but the cursor covers a block only once it is
+    `settle_blocks` deep; until then every cycle reads it again. JSON-RPC serves logs and head from
+    one node and passes 0.
+    """
+    window = sync_window(cursor, head, max_span)
+    if window is None:
+        return None
+    assert cursor.synced_block is not None  # sync_window gives a window above the cursor only
+    settled = head - settle_blocks
+    return SyncPlan(window, max(cursor.synced_block, min(window.hi, settled)), settled)
+
+
+def synced_to(plan: SyncPlan, synced_block: int, covered_to: int) -> int:
+    """The cursor after a read that covered up to `covered_to`: never past the target, never back."""
+    return max(synced_block, min(covered_to, plan.target))
+
+
+def reached_head(plan: SyncPlan, synced_block: int) -> bool:
+    """Whether the cycle's cursor reached the (settled) head: the cycle is "synced to the head"."""
+    return synced_block >= plan.settled_head
+
+
+def readable_target(plan: SyncPlan, synced_block: int, hashes: Mapping[int, bytes], probed_from: int) -> SyncPlan:
+    """The plan with its target lowered to the highest block above the cursor whose hash the node
+    gave (`hashes`, answers for the blocks `probed_from`..target): the cursor's new head must carry
+    a hash read before its rows. A node may answer `null` for a header its peers have served logs
+    of; the newest header it serves is then the head this cycle can reach (`settled_head`), and
+    when it serves none above the cursor (all of them probed), the cursor is at that head."""
+    best = max((block for block in hashes if synced_block < block <= plan.target), default=None)
+    if best == plan.target:
+        return plan
+    if best is not None:
+        return replace(plan, target=best, settled_head=min(plan.settled_head, best))
+    if probed_from <= synced_block + 1:
+        return replace(plan, target=synced_block, settled_head=min(plan.settled_head, synced_block))
+    return replace(plan, target=synced_block)
+
+
 def stop_at_known(transfers: Sequence[Transfer], known: Collection[TransferKey]) -> int:
     """Index of the first transfer already stored (len() when none): where a sync window meets
     what an earlier write covered. Dedup is by key in the store, so this only informs."""
@@ -89,6 +142,32 @@ def stop_at_known(transfers: Sequence[Transfer], known: Collection[TransferKey])
         if transfer_key(transfer) in known:
             return index
     return len(transfers)
+
+
+def stale_from(stored: Mapping[int, bytes], known: Collection[TransferKey], read: Sequence[Transfer],
+               lo: int) -> int | None:
+    """The first block of a read range [lo, …] whose stored rows the read contradicts, or None.
+
+    Rows stored above the cursor (unsettled blocks) were read before; a reorg may have replaced
+    their block since. A stored block whose rows now carry another hash, or that now has no rows,
+    is stale from there on; a stored key the read lacks (rows without a block hash) makes the
+    whole range stale. The read is whole blocks, so it replaces what the store holds from there.
+    """
+    now = {transfer.block_number: transfer.block_hash for transfer in read}
+    changed = [block for block, digest in stored.items() if block not in now or now[block] not in (None, digest)]
+    if changed:
+        return min(changed)
+    if not set(known) <= {transfer_key(transfer) for transfer in read}:
+        return lo
+    return None
+
+
+def newly_covered(quarantined: Sequence[Quarantined], synced_before: int, synced_after: int) -> int:
+    """How many quarantined rows lie in the blocks a cycle newly covers, so that a row read again
+    every cycle until its block settles is counted once (the store keeps its event once, by
+    digest). A row whose block is unknown counts each time it is read."""
+    return sum(1 for row in quarantined
+               if row.block_number is None or synced_before < row.block_number <= synced_after)
 
 
 # --- reorgs -------------------------------------------------------------------------------
@@ -101,11 +180,13 @@ def reorg_check_range(cursor: Cursor, confirmations: int) -> Window | None:
     return Window(max(0, cursor.synced_block - confirmations + 1), cursor.synced_block)
 
 
-def fork_search_range(cursor: Cursor, max_reorg_depth: int) -> Window:
+def fork_search_range(cursor: Cursor, max_reorg_depth: int, settle_blocks: int = 0) -> Window:
     """Where to look for the fork after a mismatch: one block deeper than the allowed depth,
-    so a mismatch there proves the reorg too deep."""
+    so a mismatch there proves the reorg too deep. Depth counts from the head the cursor settled
+    below (`synced_block + settle_blocks`); when that leaves no allowed block under the cursor,
+    the range is the cursor's block alone."""
     synced = cursor.synced_block if cursor.synced_block is not None else 0
-    return Window(max(0, synced - max_reorg_depth), synced)
+    return Window(max(0, min(synced, synced + settle_blocks - max_reorg_depth)), synced)
 
 
 def mismatched_blocks(stored: Mapping[int, bytes], upstream: Mapping[int, bytes]) -> list[int]:
@@ -114,24 +195,27 @@ def mismatched_blocks(stored: Mapping[int, bytes], upstream: Mapping[int, bytes]
 
 
 def plan_reorg(stored: Mapping[int, bytes], upstream: Mapping[int, bytes], synced_block: int,
-               max_reorg_depth: int) -> ReorgPlan | None:
+               max_reorg_depth: int, settle_blocks: int = 0) -> ReorgPlan | None:
     """Fork point and halt decision from stored vs upstream hashes over the fork search range.
 
     The fork is just above the highest stored block that still matches below the first
     mismatch. Blocks without stored rows carry no hash; when none below the mismatch is known,
     the repair starts at the deepest allowed block, which is right for every reorg within the
-    limit. A mismatch deeper than the limit halts: the chain is not repaired by guessing.
+    limit. A mismatch deeper than the limit halts: the chain is not repaired by guessing. Depth
+    counts from the head the cursor settled below (`synced_block + settle_blocks`), so a reorg is
+    as deep for an explorer kind, whose cursor trails the head, as for rpc_logs.
     """
     mismatched = mismatched_blocks(stored, upstream)
     if not mismatched:
         return None
+    top = synced_block + settle_blocks
     first = mismatched[0]
-    deepest_allowed = max(0, synced_block - max_reorg_depth + 1)
+    deepest_allowed = max(0, top - max_reorg_depth + 1)
     if first < deepest_allowed:
-        return ReorgPlan(fork=first, depth=synced_block - first + 1, halt=True)
+        return ReorgPlan(fork=first, depth=top - first + 1, halt=True)
     matched_below = [block for block in stored if block < first]
     fork = max(max(matched_below) + 1, deepest_allowed) if matched_below else deepest_allowed
-    return ReorgPlan(fork=fork, depth=synced_block - fork + 1, halt=False)
+    return ReorgPlan(fork=fork, depth=top - fork + 1, halt=False)
 
 
 # --- backfill -----------------------------------------------------------------------------

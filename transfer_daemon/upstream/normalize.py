@@ -1,8 +1,9 @@
 """Upstream rows and logs -> `Transfer` | `Quarantined` | skipped. Pure, and fast on the happy path.
 
-Each row first goes through an inlined fast path (length checks + `bytes.fromhex` + `int`, no
-regexes, no per-field calls); any surprise sends it to the slow path, which re-parses it field by
-field with the model's helpers only to name the reason it is quarantined.
+Each row first goes through a fast path (length checks + `bytes.fromhex` + `int`, no regexes,
+one call per row); any surprise sends it to the slow path, which re-parses it field by field with
+the model's helpers only to name the reason it is quarantined. Every number is held to the model's
+bounds (what the store can hold): a row outside them is quarantined alone and its batch goes on.
 
 Explorer `tokentx` rows carry no log index: a row's `log_index` is its ordinal among the rows of
 the same (block, contract) in the order given, which callers keep as the upstream's ascending
@@ -13,10 +14,13 @@ or not, so one bad row never shifts the keys of its siblings.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from transfer_daemon.model import (
+    MAX_BLOCK_NUMBER,
+    MAX_LOG_INDEX,
+    MAX_TIME_STAMP,
     TRANSFER_TOPIC,
     UINT256_MAX,
     InvalidField,
@@ -28,9 +32,11 @@ from transfer_daemon.model import (
     topic_to_address,
 )
 
-MAX_BLOCK = 2**63 - 1  # Postgres bigint
-MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second ISO 8601 can print
 _ZERO_PAD = "0" * 24
+#: the longest number a row may spell, whatever its value (a uint256 takes 78 digits, 64 in hex):
+#: no zero padding past that, and no megabyte of digits handed to int()
+MAX_DECIMAL_DIGITS = 78
+MAX_HEX_DIGITS = 64
 
 
 class _Bad(Exception):
@@ -61,7 +67,7 @@ class Normalized:
 
 def _dec(value: object, maximum: int) -> int:
     """Strict decimal string -> int (no sign, spaces, underscores or non-ASCII digits)."""
-    if type(value) is not str or not value.isdigit() or not value.isascii() or len(value) > 78:
+    if type(value) is not str or not value.isdigit() or not value.isascii() or len(value) > MAX_DECIMAL_DIGITS:
         raise _Bad
     number = int(value)
     if number > maximum:
@@ -90,55 +96,52 @@ def normalize_tokentx(chain_id: int, rows: Iterable[object], contracts: Collecti
     `contracts`: when given, rows of any other contract are skipped (`other_contract`).
     """
     out = Normalized()
-    transfers = out.transfers
-    append = transfers.append
-    fromhex = bytes.fromhex
+    append = out.transfers.append
     ordinals: dict[tuple[int, bytes], int] = {}
     for row in rows:
         try:
-            block_number = _dec(row["blockNumber"], MAX_BLOCK)
-            contract_hex = row["contractAddress"]
-            if len(contract_hex) != 42 or contract_hex[:2] != "0x":
-                raise _Bad
-            contract = fromhex(contract_hex[2:])
-            key = (block_number, contract)
-            ordinal = ordinals.get(key, 0)
-            ordinals[key] = ordinal + 1
-            if contracts is not None and contract not in contracts:
-                out.skip("other_contract")
-                continue
-            tx_hex = row["hash"]
-            sender = row["from"]
-            receiver = row["to"]
-            if (len(tx_hex) != 66 or len(sender) != 42 or len(receiver) != 42 or tx_hex[:2] != "0x"
-                    or sender[:2] != "0x" or receiver[:2] != "0x"):
-                raise _Bad
-            block_hash = row.get("blockHash")
-            if block_hash:
-                if len(block_hash) != 66 or block_hash[:2] != "0x":
-                    raise _Bad
-                block_hash = fromhex(block_hash[2:])
-            else:
-                block_hash = None
-            log_index = row.get("logIndex")
-            append(Transfer(
-                chain_id,
-                block_number,
-                _dec(row["timeStamp"], MAX_TIMESTAMP),
-                fromhex(tx_hex[2:]),
-                ordinal if log_index is None or log_index == "" else _dec(log_index, MAX_BLOCK),
-                fromhex(sender[2:]),
-                fromhex(receiver[2:]),
-                _dec(row["value"], UINT256_MAX),
-                contract,
-                block_hash,
-                _optional_dec(row.get("gasUsed")),
-                _optional_dec(row.get("gasPrice")),
-                _method_id(row.get("methodId")),
-            ))
+            transfer = _tokentx_transfer(chain_id, row, ordinals, contracts)
         except (_Bad, KeyError, TypeError, ValueError, AttributeError):
-            out.quarantined.append(Quarantined(chain_id, _tokentx_reason(row), row))
+            block = _block_or_none(row, _strict_uint)
+            out.quarantined.append(Quarantined(chain_id, _tokentx_reason(row), row, block))
+            continue
+        if transfer is None:
+            out.skip("other_contract")
+        else:
+            append(transfer)
     return out
+
+
+def _tokentx_transfer(chain_id: int, row: dict, ordinals: dict[tuple[int, bytes], int],
+                      contracts: Collection[bytes] | None) -> Transfer | None:
+    """The fast path of one row: a Transfer, None for another contract, or an exception."""
+    fromhex = bytes.fromhex
+    block_number = _dec(row["blockNumber"], MAX_BLOCK_NUMBER)
+    contract_hex = row["contractAddress"]
+    if len(contract_hex) != 42 or contract_hex[:2] != "0x":
+        raise _Bad
+    contract = fromhex(contract_hex[2:])
+    key = (block_number, contract)
+    ordinal = ordinals.get(key, 0)
+    ordinals[key] = ordinal + 1  # before any other check: a bad row still takes its ordinal
+    if contracts is not None and contract not in contracts:
+        return None
+    tx_hex, sender, receiver = row["hash"], row["from"], row["to"]
+    if (len(tx_hex) != 66 or len(sender) != 42 or len(receiver) != 42 or tx_hex[:2] != "0x"
+            or sender[:2] != "0x" or receiver[:2] != "0x"):
+        raise _Bad
+    block_hash = row.get("blockHash")
+    if block_hash:
+        if len(block_hash) != 66 or block_hash[:2] != "0x":
+            raise _Bad
+        block_hash = fromhex(block_hash[2:])
+    log_index = row.get("logIndex")
+    return Transfer(
+        chain_id, block_number, _dec(row["timeStamp"], MAX_TIME_STAMP), fromhex(tx_hex[2:]),
+        ordinal if log_index is None or log_index == "" else _dec(log_index, MAX_LOG_INDEX),
+        fromhex(sender[2:]), fromhex(receiver[2:]), _dec(row["value"], UINT256_MAX), contract, block_hash or None,
+        _optional_dec(row.get("gasUsed")), _optional_dec(row.get("gasPrice")), _method_id(row.get("methodId")),
+    )
 
 
 def _tokentx_reason(row: object) -> str:
@@ -152,12 +155,12 @@ def _tokentx_reason(row: object) -> str:
         address_to_bytes(row.get("to"), "to")
         if row.get("blockHash"):
             hash_to_bytes(row["blockHash"], "blockHash")
-        _strict_uint(row.get("blockNumber"), "blockNumber", MAX_BLOCK)
-        _strict_uint(row.get("timeStamp"), "timeStamp", MAX_TIMESTAMP)
+        _strict_uint(row.get("blockNumber"), "blockNumber", MAX_BLOCK_NUMBER)
+        _strict_uint(row.get("timeStamp"), "timeStamp", MAX_TIME_STAMP)
         _strict_uint(row.get("value"), "value", UINT256_MAX)
-        for name in ("logIndex", "gasUsed", "gasPrice"):
+        for name, maximum in (("logIndex", MAX_LOG_INDEX), ("gasUsed", UINT256_MAX), ("gasPrice", UINT256_MAX)):
             if row.get(name) not in (None, ""):
-                _strict_uint(row[name], name, UINT256_MAX if name != "logIndex" else MAX_BLOCK)
+                _strict_uint(row[name], name, maximum)
     except InvalidField as exc:
         return str(exc)
     return "unexpected row shape"
@@ -166,7 +169,17 @@ def _tokentx_reason(row: object) -> str:
 def _strict_uint(value: object, name: str, maximum: int) -> int:
     if not isinstance(value, str) or not value.isascii() or not value.isdigit():
         raise InvalidField(name, value, "expected a decimal string")
+    if len(value) > MAX_DECIMAL_DIGITS:
+        raise InvalidField(name, value, f"more than {MAX_DECIMAL_DIGITS} digits")
     return parse_uint(value, name, maximum)
+
+
+def _block_or_none(row: object, parse: Callable[[object, str, int], int]) -> int | None:
+    """A refused row's block when that field is valid: callers place the row by it."""
+    try:
+        return parse(row.get("blockNumber"), "blockNumber", MAX_BLOCK_NUMBER)  # type: ignore[union-attr]
+    except (InvalidField, AttributeError):
+        return None
 
 
 def _hex(value: object, maximum: int) -> int:
@@ -176,7 +189,7 @@ def _hex(value: object, maximum: int) -> int:
     digits = value[2:]
     if not digits:
         return 0
-    if not digits.isalnum() or not digits.isascii() or len(digits) > 64:
+    if not digits.isalnum() or not digits.isascii() or len(digits) > MAX_HEX_DIGITS:
         raise _Bad
     number = int(digits, 16)
     if number > maximum:
@@ -200,51 +213,47 @@ def normalize_logs(chain_id: int, logs: Iterable[object],
     """
     out = Normalized()
     append = out.transfers.append
-    fromhex = bytes.fromhex
     for log in logs:
         try:
-            if log.get("removed") is True:
-                out.skip("removed")
-                continue
-            topics = log["topics"]
-            topic0 = topics[0] if type(topics) is list and topics else None
-            if topic0 != TRANSFER_TOPIC and (type(topic0) is not str or topic0.lower() != TRANSFER_TOPIC):
-                if type(topics) is not list:
-                    raise _Bad
-                out.skip("other_event")
-                continue
-            if len(topics) == 4:
-                out.skip("erc721")
-                continue
-            if len(topics) != 3:
-                raise _Bad
-            data = log["data"]
-            contract_hex = log["address"]
-            tx_hex = log["transactionHash"]
-            if len(data) != 66 or data[:2] != "0x" or len(contract_hex) != 42 or contract_hex[:2] != "0x" \
-                    or len(tx_hex) != 66 or tx_hex[:2] != "0x":
-                raise _Bad
-            fromhex(data[2:])
-            block_number = _hex(log["blockNumber"], MAX_BLOCK)
-            block_hash, time_stamp = _log_block(log, block_number, blocks)
-            append(Transfer(
-                chain_id,
-                block_number,
-                time_stamp,
-                fromhex(tx_hex[2:]),
-                _hex(log["logIndex"], MAX_BLOCK),
-                _topic_address(topics[1]),
-                _topic_address(topics[2]),
-                int(data[2:], 16),
-                fromhex(contract_hex[2:]),
-                block_hash,
-                _optional_hex(log.get("gasUsed")),
-                _optional_hex(log.get("gasPrice")),
-                None,
-            ))
+            transfer = _log_transfer(chain_id, log, blocks)
         except (_Bad, KeyError, TypeError, ValueError, AttributeError, IndexError):
-            out.quarantined.append(Quarantined(chain_id, _log_reason(log, blocks), log))
+            block = _block_or_none(log, _strict_hex)
+            out.quarantined.append(Quarantined(chain_id, _log_reason(log, blocks), log, block))
+            continue
+        if type(transfer) is str:
+            out.skip(transfer)
+        else:
+            append(transfer)
     return out
+
+
+def _log_transfer(chain_id: int, log: dict, blocks: Mapping[int, tuple[bytes, int]] | None) -> Transfer | str:
+    """The fast path of one log: a Transfer, the reason it is skipped, or an exception."""
+    if log.get("removed") is True:
+        return "removed"
+    topics = log["topics"]
+    topic0 = topics[0] if type(topics) is list and topics else None
+    if topic0 != TRANSFER_TOPIC and (type(topic0) is not str or topic0.lower() != TRANSFER_TOPIC):
+        if type(topics) is not list:
+            raise _Bad
+        return "other_event"
+    if len(topics) == 4:
+        return "erc721"
+    if len(topics) != 3:
+        raise _Bad
+    data, contract_hex, tx_hex = log["data"], log["address"], log["transactionHash"]
+    if len(data) != 66 or data[:2] != "0x" or len(contract_hex) != 42 or contract_hex[:2] != "0x" \
+            or len(tx_hex) != 66 or tx_hex[:2] != "0x":
+        raise _Bad
+    fromhex = bytes.fromhex
+    fromhex(data[2:])
+    block_number = _hex(log["blockNumber"], MAX_BLOCK_NUMBER)
+    block_hash, time_stamp = _log_block(log, block_number, blocks)
+    return Transfer(
+        chain_id, block_number, time_stamp, fromhex(tx_hex[2:]), _hex(log["logIndex"], MAX_LOG_INDEX),
+        _topic_address(topics[1]), _topic_address(topics[2]), int(data[2:], 16), fromhex(contract_hex[2:]),
+        block_hash, _optional_hex(log.get("gasUsed")), _optional_hex(log.get("gasPrice")), None,
+    )
 
 
 def _optional_hex(value: object) -> int | None:
@@ -265,8 +274,8 @@ def _log_block(log: Mapping, block_number: int,
         block_hash = None
     stamp = log.get("timeStamp") or log.get("blockTimestamp")
     if stamp:
-        return block_hash, _hex(stamp, MAX_TIMESTAMP)
-    if known is None:
+        return block_hash, _hex(stamp, MAX_TIME_STAMP)
+    if known is None or not 0 <= known[1] <= MAX_TIME_STAMP:
         raise _Bad
     return block_hash, known[1]
 
@@ -290,13 +299,16 @@ def _log_reason(log: object, blocks: Mapping[int, tuple[bytes, int]] | None) -> 
         parse_uint(data, "data")
         if log.get("blockHash"):
             hash_to_bytes(log["blockHash"], "blockHash")
-        for name, maximum in (("blockNumber", MAX_BLOCK), ("logIndex", MAX_BLOCK)):
+        for name, maximum in (("blockNumber", MAX_BLOCK_NUMBER), ("logIndex", MAX_LOG_INDEX)):
             _strict_hex(log.get(name), name, maximum)
         stamp = log.get("timeStamp") or log.get("blockTimestamp")
         if stamp:
-            _strict_hex(stamp, "timeStamp", MAX_TIMESTAMP)
-        elif not blocks or parse_uint(log.get("blockNumber"), "blockNumber") not in blocks:
-            return "timeStamp: missing and the block is unknown"
+            _strict_hex(stamp, "timeStamp", MAX_TIME_STAMP)
+        else:
+            known = (blocks or {}).get(parse_uint(log["blockNumber"], "blockNumber"))
+            if known is None:
+                return "timeStamp: missing and the block is unknown"
+            parse_uint(known[1], "timeStamp", MAX_TIME_STAMP)
         for name in ("gasUsed", "gasPrice"):
             if log.get(name) not in (None, ""):
                 _strict_hex(log[name], name, UINT256_MAX)
@@ -308,4 +320,6 @@ def _log_reason(log: object, blocks: Mapping[int, tuple[bytes, int]] | None) -> 
 def _strict_hex(value: object, name: str, maximum: int) -> int:
     if not isinstance(value, str) or value[:2] != "0x" or not (value[2:].isalnum() or value == "0x"):
         raise InvalidField(name, value, "expected a 0x hex quantity")
+    if len(value) > 2 + MAX_HEX_DIGITS:
+        raise InvalidField(name, value, f"more than {MAX_HEX_DIGITS} hex digits")
     return parse_uint(value, name, maximum)

@@ -6,7 +6,9 @@ window is cut to the range the provider suggests, else to the limit it states, e
 grows back by half again after each answered window — never past a limit a provider stated.
 Block hash and timestamp come from the log's `blockTimestamp` when the node sends it, else from
 `eth_getBlockByNumber` (JSON-RPC batches, cached by number and checked against the log's block
-hash). Logs with `removed: true` are dropped. No window ever reaches past the head.
+hash). A block whose header the node answers `null` (behind a load balancer, one node may serve the
+logs of a block another has not seen yet) ends the read before it: it is not covered, and read again
+next time. Logs with `removed: true` are dropped. No window ever reaches past the head.
 
 When `api_key_env` is set, the key is the last path segment of the URL (Infura `/v3/KEY`,
 Alchemy `/v2/KEY`, Ankr `/eth/KEY`), read at call time and scrubbed from every message.
@@ -145,9 +147,12 @@ class RpcSource:
                 last = min(last, self.head_block(), end - 1)
                 head_calls += 1
                 continue
-            page, block_calls = self._normalize(logs)
+            page, block_calls, headless = self._normalize(logs)
             calls += block_calls
             out.extend(page)
+            if headless is not None:  # covered up to the block before it; a later read tries again
+                start = headless
+                break
             start = end + 1
             self.window = min(self.ceiling, self.window + max(1, self.window // 2))
         out.transfers.sort(key=lambda t: (t.block_number, t.log_index))
@@ -182,8 +187,11 @@ class RpcSource:
         log.warning("narrowed window [%s]: eth_getLogs %d-%d refused (%s), now %d blocks",
                     self.chain.name, start, end, refusal.detail[:120], self.window)
 
-    def _normalize(self, logs: list) -> tuple[Normalized, int]:
-        """Logs -> Normalized, fetching the blocks whose timestamp the logs lack. Returns calls made."""
+    def _normalize(self, logs: list) -> tuple[Normalized, int, int | None]:
+        """Logs -> Normalized, fetching the blocks whose timestamp the logs lack. Returns the calls
+        made and the first block whose header the node answered null (a load-balanced node that
+        has not seen it yet): its logs and those after it are left for a later read, never
+        quarantined for a timestamp the node did not give."""
         wanted = set()
         for entry in logs:
             if isinstance(entry, dict) and not entry.get("blockTimestamp") and not entry.get("timeStamp") \
@@ -193,6 +201,11 @@ class RpcSource:
                 if number is not None and (cached is None or _hash_of(entry) not in (None, cached[0])):
                     wanted.add(number)
         fetched, calls = self._fetch_blocks_info(sorted(wanted))
+        headless = min(wanted - fetched.keys(), default=None)
+        if headless is not None:
+            logs = [entry for entry in logs if not isinstance(entry, dict)
+                    or (_quantity(entry.get("blockNumber")) or 0) < headless]
+            log.debug("waiting chain=%s block=%d header not served yet", self.chain.name, headless)
         for entry in logs:
             number = _quantity(entry.get("blockNumber")) if isinstance(entry, dict) else None
             if number in fetched and _hash_of(entry) not in (None, fetched[number][0]):
@@ -201,7 +214,7 @@ class RpcSource:
         numbers = {_quantity(entry.get("blockNumber")) for entry in logs if isinstance(entry, dict)}
         with self._blocks_lock:
             blocks = {number: self._blocks[number] for number in numbers if number in self._blocks}
-        return normalize_logs(self.chain.id, logs, blocks), calls
+        return normalize_logs(self.chain.id, logs, blocks), calls, headless
 
     def _fetch_blocks_info(self, numbers: list[int]) -> tuple[dict[int, tuple[bytes, int]], int]:
         found: dict[int, tuple[bytes, int]] = {}
