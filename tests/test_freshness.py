@@ -59,7 +59,8 @@ def test_the_anchor_and_backfill_windows_do_not_move_it_a_sync_to_the_head_does(
     assert iso_utc(fresh.complete_from) == min(t["timeStamp"] for t in truth)
     before = time.time()
     sync_job.sync(ctx)
-    assert get_cursor(ctx.pool, ctx.chain_id).synced_block == ctx.source.head_block() - sync_job.settle_blocks(ctx.chain)
+    settled_head = ctx.source.head_block() - sync_job.settle_blocks(ctx.chain)
+    assert get_cursor(ctx.pool, ctx.chain_id).synced_block == settled_head
     assert synced_at(ctx) is not None and synced_at(ctx) >= before - 1
 
 
