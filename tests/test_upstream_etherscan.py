@@ -323,7 +323,7 @@ def test_soft_invalid_key_warning_is_logged_once_without_the_key(rsps, tmp_path,
     with caplog.at_level(logging.WARNING):
         source.fetch_blocks(1, 2)
         source.fetch_blocks(3, 4)
-    assert caplog.text.count("Missing/Invalid API Key") == 1 and "[ethereum]" in caplog.text
+    assert caplog.text.count("Missing/Invalid API Key") == 1 and "chain=ethereum" in caplog.text
 
 
 def test_rows_outside_the_requested_window_are_refused(rsps, tmp_path, fake):

@@ -33,9 +33,8 @@ from transfer_daemon.errors import (
     UpstreamError,
 )
 from transfer_daemon.model import TRANSFER_TOPIC, Quarantined, Transfer
-from transfer_daemon.upstream import FetchResult
-from transfer_daemon.upstream import classify as c
-from transfer_daemon.upstream.http import HttpClient, check_status, fail
+from transfer_daemon.upstream import FetchResult, classify
+from transfer_daemon.upstream.http import HttpClient, check_status, upstream_error
 from transfer_daemon.upstream.normalize import Normalized, normalize_logs, normalize_tokentx
 
 log = logging.getLogger(__name__)
@@ -63,21 +62,21 @@ class _Budget:
 
 def refusal(kind: str, message: str, retry_after: float | None = None) -> UpstreamError:
     """An explorer verdict other than rows/empty -> the exception the HTTP layer acts on."""
-    if kind == c.RATE_LIMITED:
-        return fail("rate_limited", message, retryable=True, kind=RateLimited, retry_after=retry_after)
-    if kind == c.DAILY_LIMIT:
-        return fail("daily_cap", message, retryable=False, kind=DailyCapReached)
-    if kind == c.ENDPOINT:
-        return fail("endpoint_refused", message, retryable=False, kind=EndpointRefused)
-    if kind == c.INVALID_KEY:
-        return fail("invalid_key", message, retryable=False, kind=InvalidApiKey)
-    if kind == c.RESULT_WINDOW:
-        return fail("result_window", message, retryable=False, kind=ResultWindowExceeded)
-    if kind == c.QUERY_TIMEOUT:
-        return fail("query_timeout", message, retryable=False, kind=QueryTimeout)
-    if kind == c.MALFORMED:
-        return fail("malformed", message, retryable=True)
-    return fail("error", message, retryable=False)
+    if kind == classify.RATE_LIMITED:
+        return upstream_error("rate_limited", message, retryable=True, kind=RateLimited, retry_after=retry_after)
+    if kind == classify.DAILY_LIMIT:
+        return upstream_error("daily_cap", message, retryable=False, kind=DailyCapReached)
+    if kind == classify.ENDPOINT:
+        return upstream_error("endpoint_refused", message, retryable=False, kind=EndpointRefused)
+    if kind == classify.INVALID_KEY:
+        return upstream_error("invalid_key", message, retryable=False, kind=InvalidApiKey)
+    if kind == classify.RESULT_WINDOW:
+        return upstream_error("result_window", message, retryable=False, kind=ResultWindowExceeded)
+    if kind == classify.QUERY_TIMEOUT:
+        return upstream_error("query_timeout", message, retryable=False, kind=QueryTimeout)
+    if kind == classify.MALFORMED:
+        return upstream_error("malformed", message, retryable=True)
+    return upstream_error("error", message, retryable=False)
 
 
 class ExplorerSource:
@@ -109,23 +108,23 @@ class ExplorerSource:
     def _interpret_list(self, response: requests.Response) -> list:
         check_status(response)
         if response.status_code != 200:
-            raise fail("http_4xx", f"HTTP {response.status_code}", retryable=False)
-        answer = c.classify_explorer_body(response.content)
+            raise upstream_error("http_4xx", f"HTTP {response.status_code}", retryable=False)
+        answer = classify.classify_explorer_body(response.content)
         if answer.warning:
             self.http.warn_once(answer.warning)
-        if answer.kind in (c.ROWS, c.EMPTY):
+        if answer.kind in (classify.ROWS, classify.EMPTY):
             return answer.result
         raise refusal(answer.kind, answer.message, answer.retry_after)
 
     def _interpret_proxy(self, response: requests.Response) -> Any:
         check_status(response)
-        payload, problem = c.parse_body(response.content)
+        payload, problem = classify.parse_body(response.content)
         if problem:
-            raise fail("malformed", problem, retryable=True)
-        kind, value = c.classify_proxy(payload)
-        if kind == c.ROWS:
+            raise upstream_error("malformed", problem, retryable=True)
+        kind, value = classify.classify_proxy(payload)
+        if kind == classify.ROWS:
             return value
-        raise refusal(kind, str(value), 1.0 if kind == c.RATE_LIMITED else None)
+        raise refusal(kind, str(value), 1.0 if kind == classify.RATE_LIMITED else None)
 
     def _get(self, params: dict[str, Any], interpret: Callable[[requests.Response], Any], what: str) -> Any:
         return self.http.call("GET", self.chain.base_url, interpret, params=self._params(params), what=what)
@@ -164,7 +163,8 @@ class ExplorerSource:
         try:
             return int(result, 16)
         except (TypeError, ValueError):
-            raise fail("malformed", f"eth_blockNumber answered {str(result)[:40]!r}", retryable=False) from None
+            raise upstream_error("malformed", f"eth_blockNumber answered {str(result)[:40]!r}",
+                                 retryable=False) from None
 
     def block_hashes(self, blocks: Sequence[int]) -> dict[int, bytes]:
         hashes = {}
@@ -206,7 +206,7 @@ class ExplorerSource:
             return self._ascending(rows, descending), None
         cut = self._block_of(rows[-1])
         if cut is None:
-            raise fail("malformed", f"tokentx page for blocks {lo}-{hi} ends in a row without a block",
+            raise upstream_error("malformed", f"tokentx page for blocks {lo}-{hi} ends in a row without a block",
                        retryable=False, chain=self.chain.name)
         keep = [row for row in rows if self._block_of(row) != cut]
         if keep:
@@ -238,7 +238,7 @@ class ExplorerSource:
                 if end == start:
                     raise
                 span = max(1, (end - start + 1) // 2)
-                log.warning("narrowed window [%s]: query timeout on %s blocks %d-%d, now %d blocks",
+                log.warning("narrowed window chain=%s: query timeout on %s blocks %d-%d, now %d blocks",
                             self.chain.name, contract, start, end, span)
                 continue
             span = min(hi - lo + 1, span * 2)
@@ -266,7 +266,7 @@ class ExplorerSource:
             tail = tail if block is None else block
             cut -= 1
         if tail is None or not start <= tail <= end:
-            raise fail("malformed", f"page for blocks {start}-{end} ends at block {tail}", retryable=False,
+            raise upstream_error("malformed", f"page for blocks {start}-{end} ends at block {tail}", retryable=False,
                        chain=self.chain.name)
         return rows[:cut], tail
 
@@ -289,7 +289,7 @@ class ExplorerSource:
         out = self._normalize(rows)
         reason = (f"block {block} holds more than {len(rows)} transfers of {contract}: the explorer's "
                   f"{RESULT_WINDOW}-result window hides the rest (use kind rpc_logs for this chain)")
-        log.error("quarantined [%s]: %s", self.chain.name, reason)
+        log.error("quarantined chain=%s: %s", self.chain.name, reason)
         raw = {"blockNumber": block, "contractAddress": contract, "rowsRead": len(rows)}
         out.quarantined.append(Quarantined(self.chain.id, reason, raw))
         return out

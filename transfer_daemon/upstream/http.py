@@ -62,8 +62,8 @@ class RetryPolicy:
     jitter: float = 0.2
 
 
-def fail(outcome: str, message: str, *, retryable: bool, kind: type[UpstreamError] = UpstreamError,
-         **extra: Any) -> UpstreamError:
+def upstream_error(outcome: str, message: str, *, retryable: bool, kind: type[UpstreamError] = UpstreamError,
+                   **extra: Any) -> UpstreamError:
     """An UpstreamError tagged with the metrics outcome of the attempt that raised it."""
     error = kind(message, retryable=retryable, **extra) if kind is not InvalidApiKey else kind(message)
     error.outcome = outcome
@@ -90,14 +90,14 @@ def check_status(response: requests.Response) -> None:
     status = response.status_code
     if status == 429:
         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-        raise fail("http_429", "HTTP 429 Too Many Requests", retryable=True, kind=RateLimited,
+        raise upstream_error("http_429", "HTTP 429 Too Many Requests", retryable=True, kind=RateLimited,
                    retry_after=retry_after)
     if status >= 500 or status == 408:
-        raise fail("http_5xx", f"HTTP {status}", retryable=True)
+        raise upstream_error("http_5xx", f"HTTP {status}", retryable=True)
     if status == 401:
-        raise fail("invalid_key", "HTTP 401 Unauthorized", retryable=False, kind=InvalidApiKey)
+        raise upstream_error("invalid_key", "HTTP 401 Unauthorized", retryable=False, kind=InvalidApiKey)
     if status == 403:
-        raise fail("http_4xx", "HTTP 403 Forbidden", retryable=False)
+        raise upstream_error("http_4xx", "HTTP 403 Forbidden", retryable=False)
 
 
 class HttpClient:
@@ -135,7 +135,7 @@ class HttpClient:
         """An upstream complaint worth one operator line per process, not one per call."""
         if message not in self._warned:
             self._warned.add(message)
-            log.warning("upstream warned [%s]: %s", self.chain.name, self.scrub(message))
+            log.warning("upstream warned chain=%s: %s", self.chain.name, self.scrub(message))
 
     def call(self, method: str, url: str, interpret: Callable[[requests.Response], T], *,
              params: Mapping[str, Any] | None = None, json: Any = None, what: str = "call") -> T:
@@ -153,8 +153,8 @@ class HttpClient:
                 self._add_context(error, url, attempt)
                 self._count(getattr(error, "outcome", "error"))
                 delay = self._next_delay(error, backoff, started, attempt, url, what)
-                log.warning("retrying %s [%s] after %s: waiting %.1fs (attempt %d)",
-                            what, self.chain.name, self.scrub(getattr(error, "detail", "")), delay, attempt)
+                log.warning("retrying chain=%s %s after %s: waiting %.1fs (attempt %d)",
+                            self.chain.name, what, self.scrub(getattr(error, "detail", "")), delay, attempt)
                 self.stats.retries += 1
                 metrics.RETRIES.labels(self.chain.name).inc()
                 self._sleep(delay)
@@ -199,14 +199,15 @@ class HttpClient:
 
     def _wrapped(self, outcome: str, what: str, exc: Exception) -> UpstreamError:
         detail = self.scrub(f"{type(exc).__name__}: {exc}")[:300]
-        return fail(outcome, f"{what} ({detail})", retryable=True)
+        return upstream_error(outcome, f"{what} ({detail})", retryable=True)
 
     def _next_delay(self, error: UpstreamError, backoff: Backoff, started: float, attempt: int,
                     url: str, what: str) -> float:
         """The pause before the next attempt, or raise when the call must stop here."""
         if not error.retryable:
             if isinstance(error, InvalidApiKey):
-                log.warning("gave up %s [%s]: invalid API key (fix %s)", what, self.chain.name, self.chain.api_key_env)
+                log.warning("gave up chain=%s %s: invalid API key (fix %s)", self.chain.name, what,
+                            self.chain.api_key_env)
             raise error
         delay = backoff.failed(self._clock())
         retry_after = getattr(error, "retry_after", None)
@@ -215,7 +216,7 @@ class HttpClient:
         if attempt >= self.policy.max_attempts or self._clock() - started + delay > self.policy.max_total_s:
             self.stats.gave_up += 1
             last = self.scrub(getattr(error, "detail", None) or str(error))
-            log.error("gave up %s [%s] after %d attempts: %s", what, self.chain.name, attempt, last)
+            log.error("gave up chain=%s %s after %d attempts: %s", self.chain.name, what, attempt, last)
             raise UpstreamError(f"gave up {what} after {attempt} attempts: {last}", chain=self.chain.name,
                                 url=self.scrub(url), attempt=attempt) from error
         return delay

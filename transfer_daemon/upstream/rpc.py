@@ -28,9 +28,8 @@ import requests
 from transfer_daemon.config import ChainConfig
 from transfer_daemon.errors import InvalidApiKey, RangeTooWide, RateLimited, UpstreamError
 from transfer_daemon.model import TRANSFER_TOPIC
-from transfer_daemon.upstream import FetchResult
-from transfer_daemon.upstream import classify as c
-from transfer_daemon.upstream.http import HttpClient, check_status, fail, retry_after_seconds
+from transfer_daemon.upstream import FetchResult, classify
+from transfer_daemon.upstream.http import HttpClient, check_status, retry_after_seconds, upstream_error
 from transfer_daemon.upstream.normalize import Normalized, normalize_logs
 
 log = logging.getLogger(__name__)
@@ -67,36 +66,36 @@ class RpcSource:
         return f"{self.chain.rpc_url.rstrip('/')}/{key}" if key else self.chain.rpc_url
 
     def _interpret(self, response: requests.Response) -> Any:
-        payload, problem = c.parse_body(response.content)
+        payload, problem = classify.parse_body(response.content)
         if problem:
             check_status(response)
-            raise fail("malformed", problem, retryable=True)
+            raise upstream_error("malformed", problem, retryable=True)
         items = payload if isinstance(payload, list) else [payload]
         for item in items:
             if isinstance(item, dict) and item.get("error") is not None:
                 raise self._refusal(item["error"], response)
         check_status(response)
         if response.status_code != 200:
-            raise fail("http_4xx", f"HTTP {response.status_code}", retryable=False)
+            raise upstream_error("http_4xx", f"HTTP {response.status_code}", retryable=False)
         if not all(isinstance(item, dict) and "result" in item for item in items):
-            raise fail("malformed", "JSON-RPC answer without result", retryable=True)
+            raise upstream_error("malformed", "JSON-RPC answer without result", retryable=True)
         return payload
 
     def _refusal(self, error: Any, response: requests.Response) -> UpstreamError:
-        refusal = c.classify_rpc_error(error if isinstance(error, dict) else {"message": str(error)})
+        refusal = classify.classify_rpc_error(error if isinstance(error, dict) else {"message": str(error)})
         message = refusal.message[:300]
-        if refusal.kind == c.RANGE:
-            return fail("range_refused", message, retryable=False, kind=RangeTooWide,
+        if refusal.kind == classify.RANGE:
+            return upstream_error("range_refused", message, retryable=False, kind=RangeTooWide,
                         suggested=refusal.suggested, limit=refusal.limit)
-        if refusal.kind == c.BEYOND_HEAD:
-            return fail("beyond_head", message, retryable=False, kind=BeyondHead)
-        if refusal.kind == c.RATE_LIMITED:
-            return fail("rate_limited", message, retryable=True, kind=RateLimited,
+        if refusal.kind == classify.BEYOND_HEAD:
+            return upstream_error("beyond_head", message, retryable=False, kind=BeyondHead)
+        if refusal.kind == classify.RATE_LIMITED:
+            return upstream_error("rate_limited", message, retryable=True, kind=RateLimited,
                         retry_after=retry_after_seconds(response.headers.get("Retry-After")))
-        if refusal.kind == c.INVALID_KEY:
-            return fail("invalid_key", message, retryable=False, kind=InvalidApiKey)
+        if refusal.kind == classify.INVALID_KEY:
+            return upstream_error("invalid_key", message, retryable=False, kind=InvalidApiKey)
         transient = response.status_code >= 500 or any(m in message.lower() for m in _TRANSIENT)
-        return fail("error", message, retryable=transient)
+        return upstream_error("error", message, retryable=transient)
 
     def _call(self, method: str, params: list, what: str) -> Any:
         body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
@@ -106,10 +105,10 @@ class RpcSource:
         body = [{"jsonrpc": "2.0", "id": next(self._ids), "method": m, "params": p} for m, p in calls]
         answer = self.http.call("POST", self._url(), self._interpret, json=body, what=what)
         if not isinstance(answer, list):
-            raise fail("malformed", "batch answered with a single object", retryable=False)
+            raise upstream_error("malformed", "batch answered with a single object", retryable=False)
         by_id = {item.get("id"): item.get("result") for item in answer}
         if any(request["id"] not in by_id for request in body):
-            raise fail("malformed", "batch answer is missing ids", retryable=False)
+            raise upstream_error("malformed", "batch answer is missing ids", retryable=False)
         return [by_id[request["id"]] for request in body]
 
     # --- UpstreamSource --------------------------------------------------------------------------
@@ -119,7 +118,8 @@ class RpcSource:
         try:
             self._head = int(result, 16)
         except (TypeError, ValueError):
-            raise fail("malformed", f"eth_blockNumber answered {str(result)[:40]!r}", retryable=False) from None
+            raise upstream_error("malformed", f"eth_blockNumber answered {str(result)[:40]!r}",
+                                 retryable=False) from None
         return self._head
 
     def block_hashes(self, blocks: Sequence[int]) -> dict[int, bytes]:
@@ -166,7 +166,7 @@ class RpcSource:
                  "topics": [TRANSFER_TOPIC]}
         logs = self._call("eth_getLogs", [query], f"eth_getLogs {start}-{end}")
         if not isinstance(logs, list):
-            raise fail("malformed", f"eth_getLogs answered a {type(logs).__name__}", retryable=False)
+            raise upstream_error("malformed", f"eth_getLogs answered a {type(logs).__name__}", retryable=False)
         return logs
 
     def _narrow(self, refusal: RangeTooWide, start: int, end: int) -> None:
@@ -184,7 +184,7 @@ class RpcSource:
         if wanted >= width:  # the stated limit does not match the refusal: do not creep down by one
             wanted = width // 2
         self.window = max(1, wanted)
-        log.warning("narrowed window [%s]: eth_getLogs %d-%d refused (%s), now %d blocks",
+        log.warning("narrowed window chain=%s: eth_getLogs %d-%d refused (%s), now %d blocks",
                     self.chain.name, start, end, refusal.detail[:120], self.window)
 
     def _normalize(self, logs: list) -> tuple[Normalized, int, int | None]:
@@ -209,7 +209,7 @@ class RpcSource:
         for entry in logs:
             number = _quantity(entry.get("blockNumber")) if isinstance(entry, dict) else None
             if number in fetched and _hash_of(entry) not in (None, fetched[number][0]):
-                raise fail("reorg", f"block {number} changed while it was read (reorg in progress)",
+                raise upstream_error("reorg", f"block {number} changed while it was read (reorg in progress)",
                            retryable=False, chain=self.chain.name)
         numbers = {_quantity(entry.get("blockNumber")) for entry in logs if isinstance(entry, dict)}
         with self._blocks_lock:
