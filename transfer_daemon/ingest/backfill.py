@@ -107,29 +107,27 @@ def _reopen_if_extended(ctx: IngestContext, cursor: Cursor) -> Cursor:
     return cursor
 
 
-def _initial_span(chain: ChainConfig) -> int:
+def span_limits(chain: ChainConfig) -> tuple[int, int, int]:
+    """(first, smallest, largest) window in blocks, for backfill and verify: JSON-RPC reads whole log
+    windows; explorers page through any range, so a window starts at about a page of rows where a
+    block holds one."""
     if chain.kind == "rpc_logs":
-        return chain.log_window_blocks
-    return max(1, chain.page_size)  # about one page of rows where a block holds one transfer
-
-
-def _span_bounds(chain: ChainConfig) -> tuple[int, int]:
-    if chain.kind == "rpc_logs":
-        return chain.log_window_blocks, chain.log_window_blocks * 50
-    return 1, 1_000_000
+        return chain.log_window_blocks, chain.log_window_blocks, chain.log_window_blocks * 50
+    return max(1, chain.page_size), 1, 1_000_000
 
 
 def _fetch_whole(ctx: IngestContext, window: planning.Window, fetchers: ThreadPoolExecutor) -> Any:
     """All of [lo, hi], its parts fetched at once; None when a stop request abandons it (nothing
     was committed, the cursor has not moved)."""
-    parts = list(fetchers.map(lambda part: _fetch_part(ctx, part), planning.split_window(window, BACKFILL_FETCHERS)))
+    parts = list(fetchers.map(lambda part: read_whole(ctx, part), planning.split_window(window, BACKFILL_FETCHERS)))
     if any(part is None for part in parts):
         return None
     return [t for part in parts for t in part[0]], [q for part in parts for q in part[1]]
 
 
-def _fetch_part(ctx: IngestContext, window: planning.Window) -> tuple[list, list] | None:
-    """One part whole, continuing from covered_to + 1 until it is complete."""
+def read_whole(ctx: IngestContext, window: planning.Window) -> tuple[list[Transfer], list] | None:
+    """(transfers, quarantined rows) of [lo, hi] whole, read on from covered_to + 1 until covered;
+    None when a stop request abandons it."""
     transfers: list[Transfer] = []
     quarantined: list = []
     lo = window.lo
@@ -152,7 +150,7 @@ def _backfill_one_window(ctx: IngestContext, cursor: Cursor, pipeline: _Pipeline
                          ) -> tuple[Cursor, Future | None]:
     """Fetch the next window whole, wait for the previous commit, hand this one to the committer.
     Returns the cursor as it will be once this window commits, and the pending commit."""
-    ctx.backfill_span = ctx.backfill_span or _initial_span(ctx.chain)
+    ctx.backfill_span = ctx.backfill_span or span_limits(ctx.chain)[0]
     window = planning.backfill_window(cursor, ctx.backfill_span)
     fetched = _fetch_whole(ctx, window, pipeline.fetchers) if window is not None else ([], [])
     if pending is not None:
@@ -168,7 +166,7 @@ def _backfill_one_window(ctx: IngestContext, cursor: Cursor, pipeline: _Pipeline
     target = _target(ctx, oldest, cursor.synced_block or window.hi)
     done = planning.backfill_reached(window.lo, target, oldest[1] if oldest else None, _cutoff(ctx))
     rows_goal = ctx.chain.page_size * len(ctx.chain.contracts) * BACKFILL_PAGES_PER_WINDOW
-    ctx.backfill_span = planning.next_span(ctx.backfill_span, len(transfers), rows_goal, *_span_bounds(ctx.chain))
+    ctx.backfill_span = planning.next_span(ctx.backfill_span, len(transfers), rows_goal, *span_limits(ctx.chain)[1:])
     future = pipeline.committer.submit(_commit_backfill, ctx, window, transfers, quarantined, target, done)
     return planning.backfilled_cursor(cursor, window, target, done), future
 

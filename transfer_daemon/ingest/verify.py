@@ -25,6 +25,7 @@ from transfer_daemon import store
 from transfer_daemon.config import ChainConfig, Config
 from transfer_daemon.errors import StoreNotReady, UpstreamError
 from transfer_daemon.ingest import planning
+from transfer_daemon.ingest.backfill import read_whole, span_limits
 from transfer_daemon.ingest.context import IngestContext, record
 from transfer_daemon.model import IngestEvent, Transfer
 from transfer_daemon.redact import redact_url
@@ -55,7 +56,7 @@ class Progress:
 
     @classmethod
     def start(cls, chain: ChainConfig, window: planning.Window, now: float) -> Progress:
-        return cls(window, window.lo, _span_limits(chain)[0], now)
+        return cls(window, window.lo, span_limits(chain)[0], now)
 
     @property
     def done(self) -> bool:
@@ -95,14 +96,6 @@ class Tally:
                 "repaired": self.repaired, "blocks": self.blocks[:BLOCKS_IN_EVENT]}
 
 
-def _span_limits(chain: ChainConfig) -> tuple[int, int, int]:
-    """(first, smallest, largest) chunk in blocks: JSON-RPC reads whole log windows; explorers
-    page through any range, so a chunk starts at about a page of rows where a block holds one."""
-    if chain.kind == "rpc_logs":
-        return chain.log_window_blocks, chain.log_window_blocks, chain.log_window_blocks * 50
-    return max(1, chain.page_size), 1, 1_000_000
-
-
 def plan_window(ctx: IngestContext, hours: float, now: float) -> planning.Window | None:
     """The settled window of the last `hours`, mapped to blocks by the stored block times and
     the upstream head; None when the store holds nothing settled to compare."""
@@ -120,15 +113,16 @@ def walk(ctx: IngestContext, progress: Progress, repair: str, deadline: float | 
     the window is done, `deadline` (ctx.clock) passes after at least one chunk, or a stop is
     requested. Advances `progress` after each chunk."""
     tally = Tally(progress.next_block, progress.next_block - 1)
-    _, smallest, largest = _span_limits(ctx.chain)
+    _, smallest, largest = span_limits(ctx.chain)
     rows_goal = ctx.chain.page_size * len(ctx.chain.contracts) * PAGES_PER_CHUNK
     while not progress.done and ctx.may_call_upstream:
         if deadline is not None and tally.to_block >= tally.from_block and ctx.clock() >= deadline:
             break
         chunk = planning.Window(progress.next_block, min(progress.window.hi, progress.next_block + progress.span - 1))
-        upstream = _read_whole(ctx, chunk)
-        if upstream is None:
+        read = read_whole(ctx, chunk)
+        if read is None:
             break
+        upstream = read[0]
         with ctx.pool.connection() as conn:
             stored = store.stored_transfers(conn, ctx.chain_id, _contracts(ctx.chain), chunk.lo, chunk.hi)
         difference = planning.compare_transfers(upstream, stored)
@@ -142,21 +136,6 @@ def walk(ctx: IngestContext, progress: Progress, repair: str, deadline: float | 
 def _contracts(chain: ChainConfig) -> list[bytes]:
     return [bytes.fromhex(address[2:]) for address in chain.contracts]
 
-
-def _read_whole(ctx: IngestContext, window: planning.Window) -> list[Transfer] | None:
-    """Every upstream transfer of [lo, hi], read on from covered_to + 1 until covered; None
-    when a stop request abandons it."""
-    transfers: list[Transfer] = []
-    lo = window.lo
-    while lo <= window.hi:
-        if ctx.stopping.is_set():
-            return None
-        result = ctx.source.fetch_blocks(lo, window.hi)
-        if result.covered_to < lo:
-            raise UpstreamError(f"no progress at block {lo}", chain=ctx.chain.name)
-        transfers.extend(result.transfers)
-        lo = result.covered_to + 1
-    return transfers
 
 
 def _repair(ctx: IngestContext, upstream: list[Transfer], difference: planning.Difference, repair: str) -> int:
