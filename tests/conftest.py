@@ -94,3 +94,23 @@ def start_sim() -> Iterator[Callable[..., str]]:
     yield start
     for stop in stops:
         stop()
+
+
+@pytest.fixture
+def run(tmp_path, empty_database_url):
+    """Factory: (simulator, ingest context) for a kind, simulator knobs and chain settings, on a new
+    database; every simulator and pool is closed after the test."""
+    from ingest_support import Sim, make_config, make_context, sim_config
+
+    opened = []
+
+    def start(kind: str, sim_knobs: dict | None = None, log_timestamps: bool = True, **chain_overrides):
+        sim = Sim(sim_config(kind, log_timestamps=log_timestamps, **(sim_knobs or {})))
+        ctx = make_context(make_config(tmp_path, sim, kind, **chain_overrides), empty_database_url)
+        opened.append((sim, ctx))
+        return sim, ctx
+
+    yield start
+    for sim, ctx in opened:
+        ctx.pool.close()
+        sim.stop()

@@ -9,7 +9,7 @@ import time
 
 import psycopg
 import pytest
-from ingest_support import Sim, get_cursor, make_config, make_context, sim_config
+from ingest_support import get_cursor
 
 from tests.api_support import make_config as api_config
 from tests.api_support import migrated, transfer, write
@@ -24,29 +24,13 @@ from transfer_daemon.model import Cursor, IngestEvent, iso_utc
 FROZEN = {"block_time": 3600.0, "history_days": 300 * 3600 / 86400}
 
 
-@pytest.fixture
-def run(tmp_path, empty_database_url):
-    opened = []
-
-    def start(kind: str, **chain_overrides):
-        sim = Sim(sim_config(kind, **FROZEN))
-        ctx = make_context(make_config(tmp_path, sim, kind, **chain_overrides), empty_database_url)
-        opened.append((sim, ctx))
-        return sim, ctx
-
-    yield start
-    for sim, ctx in opened:
-        ctx.pool.close()
-        sim.stop()
-
-
 def synced_at(ctx: context.IngestContext) -> float | None:
     with ctx.pool.connection() as conn:
         return store.freshness(conn, [ctx.chain_id])[ctx.chain_id].last_ingested_at
 
 
 def test_the_anchor_and_backfill_windows_do_not_move_it_a_sync_to_the_head_does(run):
-    sim, ctx = run("etherscan_logs", page_size=50)
+    sim, ctx = run("etherscan_logs", FROZEN, page_size=50)
     context.ensure_anchor(ctx)
     assert synced_at(ctx) is None
     windows = []
@@ -65,7 +49,7 @@ def test_the_anchor_and_backfill_windows_do_not_move_it_a_sync_to_the_head_does(
 
 
 def test_a_sync_at_the_head_with_nothing_to_fetch_moves_it(run):
-    _, ctx = run("etherscan")
+    _, ctx = run("etherscan", FROZEN)
     sync_job.sync(ctx)  # anchors, then fetches the few blocks above the anchor
     first = synced_at(ctx)
     assert first is not None
@@ -79,7 +63,7 @@ def test_a_sync_at_the_head_with_nothing_to_fetch_moves_it(run):
     ("rpc_logs", {"log_window_blocks": 10, "max_pages_per_cycle": 2}),  # so does the window span
 ])
 def test_a_sync_stopped_short_of_the_head_does_not_move_it(run, kind, limits):
-    sim, ctx = run(kind, **limits)
+    sim, ctx = run(kind, FROZEN, **limits)
     context.ensure_anchor(ctx, head=sim.chain_info["firstBlock"] + 5)  # far behind the head
     before = get_cursor(ctx.pool, ctx.chain_id).synced_block
     sync_job.sync(ctx)

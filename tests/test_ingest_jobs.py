@@ -6,30 +6,13 @@ import dataclasses
 
 import pytest
 import requests
-from ingest_support import Sim, differences, get_cursor, make_config, make_context, poll, sim_config
+from ingest_support import Sim, differences, get_cursor, poll
 
 from transfer_daemon import store
 from transfer_daemon.errors import InvalidApiKey
 from transfer_daemon.ingest import backfill as backfill_job
 from transfer_daemon.ingest import context, planning, upkeep
 from transfer_daemon.ingest import sync as sync_job
-
-
-@pytest.fixture
-def run(tmp_path, empty_database_url):
-    """Factory: (sim, ctx) for a kind and knobs; everything is closed after the test."""
-    opened = []
-
-    def start(kind: str, sim_knobs: dict | None = None, **chain_overrides):
-        sim = Sim(sim_config(kind, **(sim_knobs or {})))
-        ctx = make_context(make_config(tmp_path, sim, kind, **chain_overrides), empty_database_url)
-        opened.append((sim, ctx))
-        return sim, ctx
-
-    yield start
-    for sim, ctx in opened:
-        ctx.pool.close()
-        sim.stop()
 
 
 def _cycle(ctx: context.IngestContext) -> None:

@@ -9,7 +9,7 @@ import json
 
 import pytest
 import requests
-from ingest_support import Sim, differences, get_cursor, make_config, make_context, sim_config
+from ingest_support import Sim, differences, get_cursor
 
 from transfer_daemon import store
 from transfer_daemon.ingest import backfill as backfill_job
@@ -18,23 +18,6 @@ from transfer_daemon.ingest import sync as sync_job
 
 #: a frozen head (blocks of an hour, advanced by hand) over some 40 blocks of history
 FROZEN = {"block_time": 3600.0, "history_days": 40 * 3600 / 86400, "transfers_per_block": 3.0}
-
-
-@pytest.fixture
-def run(tmp_path, empty_database_url):
-    """Factory: (sim, ctx) for a kind, simulator knobs and chain settings; closed after the test."""
-    opened = []
-
-    def start(kind: str, sim_knobs: dict, log_timestamps: bool = True, **chain_overrides):
-        sim = Sim(sim_config(kind, log_timestamps=log_timestamps, **sim_knobs))
-        ctx = make_context(make_config(tmp_path, sim, kind, **chain_overrides), empty_database_url)
-        opened.append((sim, ctx))
-        return sim, ctx
-
-    yield start
-    for sim, ctx in opened:
-        ctx.pool.close()
-        sim.stop()
 
 
 def _advance(sim: Sim, blocks: int = 1) -> None:
