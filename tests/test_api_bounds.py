@@ -96,10 +96,12 @@ def test_health_answers_are_reused_for_a_second_by_each_process(env) -> None:
 def test_the_lag_chart_reads_one_index_entry_per_point_however_many_events(database_url: str) -> None:
     now = time.time()
     with psycopg.connect(database_url, autocommit=True) as conn:
-        # an ingest every 6 s for two days, and other events between them
+        # an ingest every 6 s for two days, and other events between them; half a second off the
+        # sample times, which fall on multiples of 6 s (an ingest stored at a sample's very instant
+        # could round a microsecond past it)
         conn.execute("INSERT INTO ingest_events (chain_id, status, occurred_at)"
                      " SELECT 1, CASE WHEN i %% 3 = 0 THEN 'ingested' ELSE 'error' END,"
-                     " to_timestamp(%s - i * 2) FROM generate_series(0, 86400) i", (now,))
+                     " to_timestamp(%s - 0.5 - i * 2) FROM generate_series(0, 86400) i", (now,))
         conn.execute("ANALYZE ingest_events")
         times = sample_times(now)
         with conn.transaction():
