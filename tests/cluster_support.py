@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,17 +15,12 @@ from pathlib import Path
 import psutil
 import psycopg
 import requests
+from net_support import free_port
 
 from transfer_daemon.simulate import ChainSpec, SimConfig, start_in_thread
 
 NAMES = {1: "ethereum", 25: "cronos"}
 _LOCK_HOLDER = re.compile(r"^transfer-daemon lock (\S+) pid (\d+)$")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Sim:

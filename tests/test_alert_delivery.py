@@ -7,7 +7,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from alert_receivers import BlackHole, HttpReceiver, free_port, wait_until
+from alert_receivers import BlackHole, HttpReceiver, wait_until
+from net_support import free_port
 
 from transfer_daemon.daemon.alert_delivery import AlertDispatcher, RetryPolicy
 from transfer_daemon.daemon.alert_sinks import AlertmanagerSink, WebhookSink

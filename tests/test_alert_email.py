@@ -10,7 +10,8 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from alert_receivers import MailReceiver, free_port, self_signed_tls, wait_until
+from alert_receivers import MailReceiver, self_signed_tls, wait_until
+from net_support import free_port
 
 from transfer_daemon.daemon.alert_delivery import AlertDispatcher, RetryPolicy
 from transfer_daemon.daemon.alert_sinks import EmailSink

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from alert_receivers import HttpReceiver, MailReceiver, free_port
+from alert_receivers import HttpReceiver, MailReceiver
+from net_support import free_port
 
 from transfer_daemon.simulate import ChainSpec, SimConfig, start_in_thread
 

@@ -4,7 +4,6 @@ address pages: /healthz still answers at once, and no Postgres backend outlives 
 from __future__ import annotations
 
 import multiprocessing
-import socket
 import threading
 import time
 import urllib.error
@@ -14,6 +13,7 @@ from dataclasses import replace
 
 import psycopg
 import pytest
+from net_support import free_port
 
 from tests.api_support import make_config, migrated
 from transfer_daemon.api.server import run_api
@@ -45,12 +45,6 @@ def _load(url: str) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _get(url: str) -> tuple[int, float]:
     started = time.perf_counter()
     try:
@@ -67,7 +61,7 @@ def api(make_database, tmp_path):
     url = migrated(make_database())
     _load(url)
     config = make_config(tmp_path)
-    port = _free_port()
+    port = free_port()
     config = replace(config, api=replace(config.api, port=port, statement_timeout_s=TIMEOUT_S))
     server = multiprocessing.get_context("fork").Process(target=run_api, args=(config, url))
     server.start()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import psutil
 import pytest
 import requests
 from ingest_support import comparable
+from net_support import free_port
 from supervisor_support import wait_for
 
 from transfer_daemon import store
@@ -31,12 +31,6 @@ KEY_ENV = "E2E_EXPLORER_KEY"
 HISTORY_BLOCKS = 10_000
 NAMES = {1: "ethereum", 25: "cronos"}
 SHUTDOWN_TIMEOUT_S = 8
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def chain_toml(chain: dict, sim_url: str) -> str:

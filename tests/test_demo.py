@@ -19,6 +19,7 @@ import psutil
 import pytest
 import requests
 from click.testing import CliRunner
+from net_support import free_port
 from supervisor_support import wait_for
 
 from transfer_daemon.cli import main
@@ -26,12 +27,6 @@ from transfer_daemon.config import load_config
 from transfer_daemon.demo import HISTORY_DAYS, KEY_ENV, POLL_INTERVAL_S, write_config
 
 STOP_WITHIN_S = 30  # the demo's shutdown_timeout (10 s) + simulator and Postgres stop
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Demo:

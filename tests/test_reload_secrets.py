@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import psutil
 import psycopg
 import pytest
 import requests
+from net_support import free_port
 from supervisor_support import wait_for
 from werkzeug.serving import make_server
 
@@ -62,12 +62,6 @@ def upstream() -> Iterator[tuple[str, list[dict]]]:
     server.server_close()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _chain_toml(chain: dict, url: str) -> str:
     fields = {"id": chain["id"], "name": NAMES[chain["id"]], "kind": chain["kind"], "contracts": chain["contracts"],
               "start_block": chain["startHead"] - 50, "poll_interval_s": POLL_INTERVAL_S, "confirmations": 2,
@@ -87,7 +81,7 @@ class Daemon:
         self.config_path.write_text(
             f'[daemon]\ndata_dir = "{root / "data"}"\nlog_file = "{root / "data" / "td.log"}"\n'
             "shutdown_timeout = 5\nheartbeat_timeout = 60\n\n"
-            f'[database]\nurl = "{database_url}"\npool_max = 3\n\n[api]\nport = {_free_port()}\nworkers = 1\n\n'
+            f'[database]\nurl = "{database_url}"\npool_max = 3\n\n[api]\nport = {free_port()}\nworkers = 1\n\n'
             + "\n".join(_chain_toml(chain, url) for chain in chains))
         self.write_dotenv(REVOKED)
         self.env = {k: v for k, v in os.environ.items() if k not in (KEY_ENV, "TRANSFERS_DATABASE_URL")}
