@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from functools import partial
 
 import pytest
 import requests
@@ -16,9 +15,10 @@ from ingest_support import ENVIRON, Sim, make_config, poll, sim_config
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from transfer_daemon import metrics, upstream
+from transfer_daemon import metrics
 from transfer_daemon.api import create_app
 from transfer_daemon.db.bootstrap import migrate
+from transfer_daemon.ingest import worker as worker_module
 from transfer_daemon.ingest.worker import run_worker
 from transfer_daemon.upstream.http import RetryPolicy
 
@@ -88,7 +88,7 @@ def rig(tmp_path, empty_database_url, monkeypatch):
         for metric in vars(metrics).values():
             if isinstance(metric, MetricWrapperBase):
                 metric.clear()  # a child an earlier test made before that switch would never reach /metrics
-    monkeypatch.setattr(upstream, "make_source", partial(upstream.make_source, retry=QUICK))
+    monkeypatch.setattr(worker_module, "retry_policy", lambda poll_interval_s: QUICK)
     published: list[tuple[int, int]] = []
     stopping = threading.Event()
     worker = threading.Thread(target=run_worker, args=(config, "sim", empty_database_url, lambda: None),
