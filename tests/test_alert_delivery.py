@@ -150,6 +150,7 @@ def test_alertmanager_alone_gets_what_is_still_firing_again(receiver, dispatcher
                         policy=policy)
     dispatcher.deliver([FIRED])
     wait_until(lambda: len(receiver.bodies("/api/v2/alerts")) >= 3, what="two re-posts to Alertmanager")
+    wait_until(lambda: receiver.bodies(HOOK_PATH), what="the webhook's post (its own thread)")
     assert len(receiver.bodies(HOOK_PATH)) == 1
     assert all(b == receiver.bodies("/api/v2/alerts")[0] for b in receiver.bodies("/api/v2/alerts"))
     dispatcher.deliver([RESOLVED])
@@ -211,4 +212,5 @@ def test_a_replacement_dispatcher_keeps_re_sending_what_still_fires_without_anno
     assert not [r for r in caplog.records if r.getMessage().startswith("alert firing")]
     dispatcher.deliver([RESOLVED])
     wait_until(lambda: any("endsAt" in b[0] for b in receiver.bodies("/api/v2/alerts")), what="the resolve")
+    wait_until(lambda: receiver.bodies(HOOK_PATH), what="the resolve on the webhook (its own thread)")
     assert [b["alerts"][0]["state"] for b in receiver.bodies(HOOK_PATH)] == ["resolved"]
